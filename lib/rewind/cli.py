@@ -1,0 +1,176 @@
+"""The ``rewind`` command: serve, invoke, sidecar, bench (user's shell).
+
+``rewind serve`` runs the runtime locally in the foreground; ``rewind invoke`` is the
+first thing a new user runs: it starts a runtime, initialises an action, runs it and
+prints each result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import IO, Any
+
+from rewind.runtime import SENTINEL, LocalRuntime, RuntimeError_, ServeOptions, free_port
+
+MEMORY_CHOICES = ("auto", "kernel", "fork", "fresh", "inplace", "none")
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``k=v``: v as JSON when it parses, else as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory", choices=MEMORY_CHOICES, help="REWIND_MEMORY (default auto)")
+    p.add_argument("--files", choices=("off", "local"), help="REWIND_FILES (default off)")
+    p.add_argument("--checkpoint", choices=("init", "warmup", "first-request"))
+    p.add_argument("--warmup", help="REWIND_WARMUP: JSON payload for the warm-up run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser."""
+    parser = argparse.ArgumentParser(prog="rewind", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the runtime locally (foreground)")
+    serve.add_argument("--port", type=int, default=8080)
+    _add_runtime_options(serve)
+
+    inv = sub.add_parser("invoke", help="init and run an action, print each result")
+    inv.add_argument("action", help="a .py file or a .zip")
+    inv.add_argument("--main", default="main")
+    inv.add_argument("--param", "-p", action="append", type=parse_param, default=[])
+    inv.add_argument("--repeat", "-n", type=int, default=1)
+    inv.add_argument("--docker", metavar="IMAGE", help="run in a container of IMAGE")
+    _add_runtime_options(inv)
+
+    side = sub.add_parser("sidecar", help="the file snapshot sidecar", add_help=False)
+    side.add_argument("args", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="the benchmark suite", add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _options(args: argparse.Namespace, port: int) -> ServeOptions:
+    return ServeOptions(
+        port=port,
+        memory=args.memory,
+        files=args.files,
+        checkpoint=args.checkpoint,
+        warmup=args.warmup,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the proxy in the foreground until SIGTERM or SIGINT."""
+    try:
+        rt = LocalRuntime(_options(args, args.port))
+    except RuntimeError_ as exc:
+        print(f"rewind serve: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.is_set() and rt.proc.poll() is None:
+        stop.wait(0.2)
+    code = rt.stop()
+    return 0 if stop.is_set() else code
+
+
+def _copy_logs(src: IO[bytes], dst: IO[str]) -> None:
+    for raw in src:
+        line = raw.decode("utf-8", "replace")
+        if line.strip() != SENTINEL:
+            dst.write(line)
+            dst.flush()
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    """Start a runtime, init the action, run it ``--repeat`` times, print results."""
+    path = args.action
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        print(f"rewind invoke: cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    code: str | bytes = raw if raw.startswith(b"PK") else raw.decode("utf-8")
+    params = dict(args.param)
+    try:
+        rt = LocalRuntime(
+            _options(args, free_port()), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except RuntimeError_ as exc:
+        print(f"rewind invoke: {exc}", file=sys.stderr)
+        return 2
+    pumps = [
+        threading.Thread(target=_copy_logs, args=(stream, sys.stderr), daemon=True)
+        for stream in (rt.proc.stdout, rt.proc.stderr)
+        if stream is not None
+    ]
+    for t in pumps:
+        t.start()
+    status = 0
+    try:
+        rt.wait_ready()
+        init = rt.client.init(code, main=args.main)
+        if init.status != 200:
+            print(
+                f"rewind invoke: /init failed ({init.status}): {init.body.decode()}",
+                file=sys.stderr,
+            )
+            return 1
+        for _ in range(args.repeat):
+            resp = rt.client.run(params)
+            print(resp.body.decode().rstrip("\n"), flush=True)
+            if resp.status != 200:
+                status = 1
+    except (RuntimeError_, OSError) as exc:
+        print(f"rewind invoke: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        rt.stop()
+        for t in pumps:
+            t.join(timeout=2)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rewind`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sidecar":
+        from rewind.sidecar.__main__ import main as sidecar_main
+
+        return sidecar_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from rewind.bench.__main__ import main as bench_main
+
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "invoke" and args.docker:
+        from rewind.invoker.__main__ import run_cli
+
+        return run_cli(argv[1:])
+    if args.command == "serve":
+        return cmd_serve(args)
+    return cmd_invoke(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Loading the user's action and running it for one request (any launcher process).
+
+``run_request`` is the whole per-request path: parse the line, export the activation
+context, call ``main``, encode the result. It never raises for a problem of the
+request or the action: those become ``{"error": ...}`` results. It lets SystemExit and
+KeyboardInterrupt through, so each memory backend decides what an exiting action costs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from rewind.launcher.errors import ActionLoadError
+
+ActionMain = Callable[[Any], Any]
+
+_OWN_DIR = str(Path(__file__).resolve().parents[1])
+ACTION_MODULE = "main__"
+_CONTEXT_TYPES = (str, int, float, bool)
+
+
+def activate_virtualenv(action_dir: str) -> None:
+    """Run the action's bundled ``virtualenv/bin/activate_this.py``, if it has one."""
+    venv = os.path.join(action_dir, "virtualenv")
+    if not os.path.isdir(venv):
+        return
+    for sub in ("bin", "Scripts"):
+        script = os.path.join(venv, sub, "activate_this.py")
+        if os.path.isfile(script):
+            with open(script, encoding="utf-8") as fh:
+                code = compile(fh.read(), script, "exec")
+            exec(code, {"__file__": script, "__name__": "__activate_this__"})
+            return
+    raise ActionLoadError("Invalid virtualenv. Zip file does not include 'activate_this.py'.")
+
+
+def load_action(action_dir: str, main_name: str) -> ActionMain:
+    """Import the action module from ``action_dir`` and return its entry point."""
+    activate_virtualenv(action_dir)
+    if action_dir not in sys.path:
+        sys.path.insert(0, action_dir)
+    try:
+        module = importlib.import_module(ACTION_MODULE)
+    except Exception as exc:
+        print_user_traceback(exc)
+        raise ActionLoadError(f"cannot import the action: {exc}") from None
+    fn = getattr(module, main_name, None)
+    if not callable(fn):
+        raise ActionLoadError(f"the action has no function named {main_name!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+def _is_runtime_frame(filename: str) -> bool:
+    return filename.startswith(_OWN_DIR) or filename.startswith("<frozen importlib")
+
+
+def print_user_traceback(exc: BaseException) -> None:
+    """Print a traceback to stderr without the launcher's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and _is_runtime_frame(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb)
+    sys.stderr.write("".join(lines))
+
+
+def error_line(message: str, **extra: str) -> bytes:
+    """Encode an error result line produced by the runtime itself."""
+    return json.dumps({"error": message, **extra}, ensure_ascii=False).encode() + b"\n"
+
+
+def export_context(request: dict[str, Any], environ: MutableMapping[str, str]) -> str | None:
+    """Export every key but ``value`` as ``__OW_<KEY>``; return an error text or None."""
+    for key, val in request.items():
+        if key == "value":
+            continue
+        if not isinstance(val, _CONTEXT_TYPES):
+            return f"context key {key!r} must be a string, not {type(val).__name__}"
+        text = val if isinstance(val, str) else json.dumps(val)
+        environ["__OW_" + key.upper()] = text
+    return None
+
+
+def parse_request(line: bytes) -> tuple[dict[str, Any] | None, bytes | None]:
+    """Decode a request line: (request, None) or (None, error result line)."""
+    try:
+        request = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, error_line(f"Invalid JSON in the request: {exc}")
+    if not isinstance(request, dict):
+        return None, error_line("The request must be a JSON object with a 'value' key.")
+    return request, None
+
+
+def encode_result(result: Any) -> bytes:
+    """Encode the action's result as one line; unencodable results become errors."""
+    try:
+        text = json.dumps(result, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return error_line(f"The action returned a result that cannot be encoded as JSON: {exc}")
+    return text.encode("utf-8", "surrogatepass") + b"\n"
+
+
+def flush_logs() -> None:
+    """Flush the action's stdout and stderr so logs precede the activation's sentinel."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def run_request(main: ActionMain, line: bytes) -> bytes:
+    """Run one request line through ``main``; return the result line (with newline)."""
+    request, err = parse_request(line)
+    if request is None:
+        assert err is not None
+        return err
+    ctx_err = export_context(request, os.environ)
+    if ctx_err is not None:
+        return error_line(ctx_err)
+    payload = request.get("value", {})
+    try:
+        result = main(payload)
+    except Exception as exc:
+        print_user_traceback(exc)
+        result = {"error": str(exc)}
+    finally:
+        flush_logs()
+    return encode_result(result)
+
+
+def deadline_of(line: bytes) -> float | None:
+    """The request's ``deadline`` (epoch ms) as epoch seconds, or None.
+
+    Read from the raw line in the request process only; the snapshot process gets the
+    number, never the request.
+    """
+    request, _ = parse_request(line)
+    if request is None:
+        return None
+    raw = request.get("deadline")
+    try:
+        return float(raw) / 1000.0 if raw not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

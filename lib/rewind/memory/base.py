@@ -1,0 +1,84 @@
+"""What every memory backend gets from the launcher, and the in-process serve loop.
+
+The launcher builds a ``ServeContext`` after the action is loaded; a backend's
+``serve`` answers requests until stdin reaches EOF and returns the launcher's exit
+code. File rewind plugs in through ``ServeContext.files`` after every reply.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rewind.launcher.action import ActionMain, error_line, flush_logs, run_request
+from rewind.launcher.errors import EXIT_OK
+from rewind.launcher.protocol import RESULT_FD, LineReader, write_all
+
+
+class FileHook(Protocol):
+    """File rewind as the memory backends see it (launcher.files.FileRewinder)."""
+
+    def checkpoint(self) -> None: ...
+
+    def rewind(self) -> None: ...
+
+    def fileno(self) -> int | None: ...
+
+
+@dataclass
+class ServeContext:
+    """Everything a backend needs to serve requests (built in the launcher process)."""
+
+    main: ActionMain
+    main_name: str
+    reader: LineReader
+    files: FileHook | None = None
+    result_fd: int = RESULT_FD
+    debug: bool = False
+    spawn_env: dict[str, str] = field(default_factory=dict)
+    log: Callable[[str], None] = lambda msg: print(f"rewind: {msg}", file=sys.stderr)
+
+    def rewind_files(self) -> None:
+        """Restore the protected files; raises FailClosed when that is impossible."""
+        if self.files is not None:
+            self.files.rewind()
+
+
+def exited_line(detail: str) -> bytes:
+    """The status line telling the proxy the request's process exited (400 upstream)."""
+    return error_line(detail, rewind_status="exited")
+
+
+def serve_one_in_process(ctx: ServeContext, *, catch_exit: bool) -> bool:
+    """Serve one request in this process; False at EOF.
+
+    With ``catch_exit`` an action's SystemExit answers the request as "exited" and
+    the process goes on; without it the exit propagates, as upstream's launcher does.
+    """
+    line = ctx.reader.read_line()
+    if line is None:
+        return False
+    try:
+        out = run_request(ctx.main, line)
+    except (SystemExit, KeyboardInterrupt):
+        flush_logs()
+        if not catch_exit:
+            raise
+        out = exited_line("The action exited before returning a result.")
+    del line
+    write_all(ctx.result_fd, out)
+    return True
+
+
+class NoneBackend:
+    """Plain warm reuse: every request sees what earlier ones left. INSECURE baseline."""
+
+    name = "none"
+
+    def serve(self, ctx: ServeContext) -> int:
+        """Answer requests in this process until EOF (runs in the launcher)."""
+        while serve_one_in_process(ctx, catch_exit=False):
+            ctx.rewind_files()
+        return EXIT_OK

@@ -1,0 +1,88 @@
+"""One request in its own process (a forked standby child or a fresh interpreter).
+
+The process reads exactly one request, tells the snapshot process it started (and
+its deadline, the only request-derived value the snapshot process ever sees), runs the
+action, writes the result line to a private memfd, and ends with ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import traceback
+from typing import NoReturn
+
+from rewind.launcher import errors
+from rewind.launcher.action import ActionMain, deadline_of, flush_logs, run_request
+from rewind.launcher.protocol import LineReader, write_all
+from rewind.memory import sysapi
+
+_RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def encode_started(deadline: float | None) -> bytes:
+    """The "started" message sent on the status pipe."""
+    return b"S" + (repr(deadline).encode() if deadline is not None else b"-") + b"\n"
+
+
+def decode_started(msg: bytes) -> tuple[bool, float | None]:
+    """(started, deadline in epoch seconds) from a status-pipe message."""
+    if not msg.startswith(b"S"):
+        return False, None
+    body = msg[1:].split(b"\n", 1)[0]
+    try:
+        return True, float(body) if body != b"-" else None
+    except ValueError:
+        return True, None
+
+
+def harden(close_fds: list[int]) -> None:
+    """Make this request process unable to reach what it must not hold."""
+    sysapi.die_with_parent(signal.SIGKILL)
+    sysapi.set_dumpable(False)
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    for sig in _RESET_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+    random.seed()  # fork already reseeds the module's instance; be explicit.
+
+
+def serve_one(
+    reader: LineReader, main: ActionMain, memfd: int, status_fd: int, close_fds: list[int]
+) -> NoReturn:
+    """Run one request and exit; never returns (request process)."""
+    code = errors.CHILD_INTERNAL_ERROR
+    try:
+        harden(close_fds)
+        line = reader.read_line()
+        if line is None:
+            code = errors.CHILD_STDIN_EOF
+            return  # the finally clause exits
+        write_all(status_fd, encode_started(deadline_of(line)))
+        os.close(status_fd)
+        # The action gets no handle on the request stream: the next request is not ours.
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        try:
+            out = run_request(main, line)
+        except (SystemExit, KeyboardInterrupt):
+            code = errors.CHILD_ACTION_EXITED
+            return
+        del line
+        write_all(memfd, out)
+        code = errors.CHILD_RESULT_WRITTEN
+    except BaseException:
+        traceback.print_exc(file=sys.stderr)
+    finally:
+        flush_logs()
+        os._exit(code)

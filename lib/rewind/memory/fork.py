@@ -1,0 +1,247 @@
+"""The fork and fresh backends: the snapshot process and its request processes.
+
+After the checkpoint the launcher becomes the snapshot process. It never runs a
+request and never reads request or response bytes: a standby request process is
+started before each request, reads it from stdin itself, and leaves its result in a
+memfd that the snapshot process moves to fd 3 with sendfile once the request process
+and every descendant it started are dead. ``fork`` forks the standby from the
+snapshot; ``fresh`` starts a new interpreter instead (used when the process has
+threads that fork would silently lose, and as the cold baseline).
+"""
+
+from __future__ import annotations
+
+import gc
+import mmap
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rewind.launcher import errors
+from rewind.launcher.action import error_line
+from rewind.launcher.errors import EXIT_OK, FailClosed
+from rewind.launcher.protocol import write_all
+from rewind.memory import sysapi
+from rewind.memory.base import ServeContext, exited_line
+from rewind.memory.child import decode_started, serve_one
+
+# How long descendants of a finished request may take to die before we fail closed.
+KILL_TIMEOUT_S = 5.0
+
+Spawner = Callable[[ServeContext, int, int], int]
+
+
+@dataclass
+class Outcome:
+    """How one request process ended, as seen by the snapshot process."""
+
+    started: bool
+    status: int  # waitpid status
+    timed_out: bool = False
+
+    @property
+    def eof(self) -> bool:
+        """The proxy closed stdin: the request process found no request."""
+        return (
+            not self.started
+            and os.WIFEXITED(self.status)
+            and os.WEXITSTATUS(self.status) == errors.CHILD_STDIN_EOF
+        )
+
+
+def _poll_readable(fds: list[int], timeout: float | None) -> list[int]:
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    # poll() takes a C int of milliseconds; a later deadline is as good as none.
+    ms = None if timeout is None or timeout > 86400 * 24 else max(0, int(timeout * 1000))
+    while True:
+        try:
+            return [fd for fd, _ in poller.poll(ms)]
+        except InterruptedError:
+            continue
+
+
+def kill_descendants(timeout: float = KILL_TIMEOUT_S) -> int:
+    """SIGKILL and reap every child of this (subreaper) process; return how many.
+
+    Grandchildren re-parent to us as their parents die, so loop until none is left.
+    """
+    killed = 0
+    limit = time.monotonic() + timeout
+    while True:
+        _reap_nohang()
+        pids = sysapi.child_pids()
+        if not pids:
+            return killed
+        if time.monotonic() > limit:
+            raise FailClosed(f"processes {pids} left by a request could not be killed")
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(0.0005)
+
+
+def _reap_nohang() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def result_is_one_line(memfd: int) -> bool:
+    """True when the memfd holds exactly one newline-terminated line.
+
+    The bytes are mapped read-only and searched in place; nothing is copied into the
+    snapshot process's heap. A function that wrote extra lines toward the channel
+    would otherwise have them read as the answers to later requests.
+    """
+    size = os.fstat(memfd).st_size
+    if size == 0:
+        return False
+    with mmap.mmap(memfd, size, prot=mmap.PROT_READ) as view:
+        return view.find(b"\n") == size - 1
+
+
+def forward(memfd: int, result_fd: int) -> None:
+    """Move the memfd's bytes to fd 3 inside the kernel."""
+    size = os.fstat(memfd).st_size
+    offset = 0
+    while offset < size:
+        sent = os.sendfile(result_fd, memfd, offset, size - offset)
+        if sent == 0:
+            raise OSError("sendfile made no progress")
+        offset += sent
+
+
+def describe_failure(outcome: Outcome) -> bytes:
+    """The error line for a request process that left no valid result."""
+    if outcome.timed_out:
+        return error_line("The action exceeded its deadline and was stopped.")
+    status = outcome.status
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig
+        hint = " (out of memory?)" if sig == signal.SIGKILL else ""
+        return exited_line(f"The action's process was killed by {name}{hint}.")
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+    if code == errors.CHILD_ACTION_EXITED:
+        return exited_line("The action exited before returning a result.")
+    if code == errors.CHILD_RESULT_WRITTEN:
+        return exited_line("The action's process left a malformed result.")
+    return exited_line(f"The action's process exited with code {code}.")
+
+
+def fork_spawner(ctx: ServeContext, memfd: int, status_w: int) -> int:
+    """Fork a standby request process from this snapshot (fork backend)."""
+    close = [ctx.result_fd]
+    hook_fd = ctx.files.fileno() if ctx.files is not None else None
+    if hook_fd is not None:
+        close.append(hook_fd)
+    pid = os.fork()
+    if pid == 0:
+        serve_one(ctx.reader, ctx.main, memfd, status_w, close)
+    return pid
+
+
+def fresh_spawner(ctx: ServeContext, memfd: int, status_w: int) -> int:
+    """Start a new interpreter that loads the action and serves one request."""
+    os.set_inheritable(memfd, True)
+    os.set_inheritable(status_w, True)
+    argv = [
+        sys.executable,
+        "-m",
+        "rewind.launcher",
+        "--main",
+        ctx.main_name,
+        "--one-shot",
+        str(memfd),
+        str(status_w),
+    ]
+    actions = [(os.POSIX_SPAWN_CLOSE, ctx.result_fd)]
+    return os.posix_spawn(sys.executable, argv, ctx.spawn_env, file_actions=actions)
+
+
+class SnapshotProcess:
+    """The fork/fresh serve loop (runs in the launcher after the checkpoint)."""
+
+    def __init__(self, name: str, spawner: Spawner) -> None:
+        self.name = name
+        self.spawner = spawner
+
+    def serve(self, ctx: ServeContext) -> int:
+        """Answer requests through request processes until the proxy closes stdin."""
+        sysapi.set_dumpable(False)
+        sysapi.become_subreaper()
+        gc.collect()
+        gc.freeze()  # keep collector writes off the pages children share
+        while True:
+            outcome, memfd = self._run_one(ctx)
+            try:
+                if outcome.eof:
+                    return EXIT_OK
+                if not outcome.started:
+                    ctx.log(f"standby request process ended early (status {outcome.status})")
+                    continue
+                if (
+                    not outcome.timed_out
+                    and os.WIFEXITED(outcome.status)
+                    and os.WEXITSTATUS(outcome.status) == errors.CHILD_RESULT_WRITTEN
+                    and result_is_one_line(memfd)
+                ):
+                    forward(memfd, ctx.result_fd)
+                else:
+                    write_all(ctx.result_fd, describe_failure(outcome))
+            finally:
+                os.close(memfd)
+            ctx.rewind_files()
+
+    def _run_one(self, ctx: ServeContext) -> tuple[Outcome, int]:
+        memfd = os.memfd_create("rewind-result")
+        status_r, status_w = os.pipe()
+        try:
+            pid = self.spawner(ctx, memfd, status_w)
+        finally:
+            os.close(status_w)
+        pidfd = os.pidfd_open(pid)
+        try:
+            outcome = self._supervise(pid, pidfd, status_r)
+        finally:
+            os.close(pidfd)
+            os.close(status_r)
+        kill_descendants()
+        return outcome, memfd
+
+    def _supervise(self, pid: int, pidfd: int, status_r: int) -> Outcome:
+        started, deadline = False, None
+        ready = _poll_readable([status_r, pidfd], None)
+        if status_r in ready:
+            started, deadline = decode_started(os.read(status_r, 64))
+        timed_out = False
+        if started:
+            timeout = None if deadline is None else deadline - time.time()
+            if not _poll_readable([pidfd], timeout):
+                timed_out = True
+                os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        return Outcome(started=started, status=status, timed_out=timed_out)
+
+
+def fork_backend() -> SnapshotProcess:
+    """The fork backend: each request in a child forked from the snapshot."""
+    return SnapshotProcess("fork", fork_spawner)
+
+
+def fresh_backend() -> SnapshotProcess:
+    """A fresh interpreter per request: secure with threads, but cold-start slow."""
+    return SnapshotProcess("fresh", fresh_spawner)

@@ -1,0 +1,66 @@
+"""Named wrappers for the few Linux calls Python's os module lacks (any process).
+
+Raw syscall numbers never appear elsewhere in the code base.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.prctl.restype = ctypes.c_int
+
+
+def prctl(option: int, arg: int) -> None:
+    """prctl(2) with one argument; raises OSError on failure."""
+    if _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+def raw_syscall(number: int, *args: int) -> int:
+    """Make system call ``number``; raises OSError with the errno on failure."""
+    ret = _libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in args))
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(ret)
+
+
+def set_dumpable(flag: bool) -> None:
+    """Non-dumpable processes cannot be ptraced or have /proc/PID/fd opened by peers."""
+    prctl(PR_SET_DUMPABLE, 1 if flag else 0)
+
+
+def die_with_parent(signum: int) -> None:
+    """Ask the kernel to send ``signum`` to this process when its parent dies."""
+    prctl(PR_SET_PDEATHSIG, signum)
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants re-parent to this process instead of PID 1."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def thread_count() -> int:
+    """Number of threads of this process, from /proc/self/task."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def child_pids() -> list[int]:
+    """Direct children of every thread of this process."""
+    pids: list[int] = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as fh:
+                pids.extend(int(p) for p in fh.read().split())
+        except FileNotFoundError:
+            continue
+    return pids
