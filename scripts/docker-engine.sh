@@ -18,6 +18,15 @@ die() { echo "docker-engine.sh: $*" >&2; exit 1; }
 
 engine_answers() { [ -x "$DOCKER" ] && "$DOCKER" info >/dev/null 2>&1; }
 
+# True when a dockerd process exists (without pgrep: procps is not always installed).
+dockerd_running() {
+    local comm
+    for comm in /proc/[0-9]*/comm; do
+        [ "$(cat "$comm" 2>/dev/null)" = dockerd ] && return 0
+    done
+    return 1
+}
+
 install_engine() {
     [ "$(id -u)" = 0 ] || die "dockerd is missing and installing it needs root"
     export DEBIAN_FRONTEND=noninteractive
@@ -44,7 +53,7 @@ main() {
     if ! command -v dockerd >/dev/null 2>&1 || [ ! -x "$DOCKER" ]; then
         install_engine
     fi
-    if ! pgrep -x dockerd >/dev/null 2>&1; then
+    if ! dockerd_running; then
         remove_stale_containerd_pidfile
         mkdir -p "$(dirname "$LOG")"
         # setsid: the engine must outlive this script and the shell that called it.

@@ -22,7 +22,8 @@ EXEC_TEMPLATE = """#!/bin/bash
 # Written by the rewind compile step: starts the launcher for this action.
 export PYTHONIOENCODING=UTF-8
 cd "$(dirname "$0")" || exit 1
-if [ -n "$__OW_EXECUTION_ENV" ] && [ -f exec.env ] && [ "$__OW_EXECUTION_ENV" != "$(cat exec.env)" ]; then
+if [ -n "$__OW_EXECUTION_ENV" ] && [ -f exec.env ] \\
+   && [ "$__OW_EXECUTION_ENV" != "$(cat exec.env)" ]; then
   echo "Execution environment version mismatch. See logs for details."
   echo "Expected: $(cat exec.env)"
   echo "Actual: $__OW_EXECUTION_ENV"

@@ -48,7 +48,9 @@ class FileRewinder:
         try:
             reply: dict[str, object] = getattr(self.client, op)()
         except SidecarError as exc:
-            raise FailClosed(f"file {op} through the sidecar at {self.address} failed: {exc}")
+            msg = f"file {op} through the sidecar at {self.address} failed: {exc}"
+            raise FailClosed(msg) from None
         except OSError as exc:
-            raise FailClosed(f"file {op}: cannot reach the sidecar at {self.address}: {exc}")
+            msg = f"file {op}: cannot reach the sidecar at {self.address}: {exc}"
+            raise FailClosed(msg) from None
         return reply
