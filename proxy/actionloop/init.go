@@ -1,0 +1,384 @@
+// init.go: POST /init — materialise, compile and start the action.
+//
+// The order of checks and the messages follow the upstream ActionLoop proxy
+// (see the contract's /init table). A failed init leaves the proxy
+// uninitialised, so the invoker (or a test) may retry.
+
+package actionloop
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Replies from the contract's /init table.
+const (
+	msgReinit         = "Cannot initialize the action more than once."
+	msgMissingCode    = "Missing main/no code to execute."
+	msgCompileGeneric = "The action failed to generate or locate a binary. See logs for details."
+	msgStartGeneric   = "Cannot start action. Check logs for details."
+	msgEnvMismatch    = "Execution environment version mismatch. See logs for details."
+)
+
+// initRequest is the /init body; value.name is sent but unused.
+type initRequest struct {
+	Value struct {
+		Main   string                     `json:"main"`
+		Code   string                     `json:"code"`
+		Binary bool                       `json:"binary"`
+		Env    map[string]json.RawMessage `json:"env"`
+	} `json:"value"`
+}
+
+// initError is a 502 at /init; compile selects the message family
+// (compile vs start) of the contract.
+type initError struct {
+	compile bool
+	err     error
+}
+
+func (e *initError) Error() string { return e.err.Error() }
+
+func compileErr(err error) error { return &initError{compile: true, err: err} }
+func startErr(err error) error   { return &initError{compile: false, err: err} }
+
+// handleInit serves POST /init.
+func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.readBody(w, r, "")
+	if !ok {
+		return
+	}
+	if !s.acquire(r.Context()) {
+		return
+	}
+	defer s.release()
+	if s.initialized && !s.cfg.Debug {
+		s.logger.Println(msgReinit)
+		sendError(w, http.StatusForbidden, msgReinit)
+		return
+	}
+	var req initRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		sendError(w, http.StatusBadRequest, "Error unmarshaling request: "+err.Error())
+		return
+	}
+	if req.Value.Code == "" {
+		sendError(w, http.StatusForbidden, msgMissingCode)
+		return
+	}
+	code := []byte(req.Value.Code)
+	if req.Value.Binary {
+		var err error
+		if code, err = base64.StdEncoding.DecodeString(req.Value.Code); err != nil {
+			sendError(w, http.StatusBadRequest, "cannot decode the request: "+err.Error())
+			return
+		}
+	}
+	main := req.Value.Main
+	if main == "" {
+		main = "main"
+	}
+	// Like upstream SetEnv: merged into one map per proxy, never cleared.
+	for k, v := range req.Value.Env {
+		s.env[k] = envValue(v)
+	}
+	if s.initialized {
+		// -debug re-init: replace the running action.
+		s.stopAction()
+		s.initialized = false
+	}
+	if err := s.initAction(main, code); err != nil {
+		s.sendInitError(w, err)
+		return
+	}
+	s.initialized = true
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, "{\"ok\":true}\n")
+}
+
+// envValue renders an init env value: strings as is, anything else as
+// compact JSON (42 → "42", true → "true", null → "null", objects → JSON).
+func envValue(raw json.RawMessage) string {
+	var s string
+	// Unmarshalling null into a string succeeds and leaves it empty, so
+	// only a JSON string literal is taken as text.
+	if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '"' && json.Unmarshal(t, &s) == nil {
+		return s
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
+		return string(raw)
+	}
+	return buf.String()
+}
+
+// sendInitError answers 502. Under OW_LOG_INIT_ERROR the reply is generic
+// and the details go to stderr, followed by the sentinels.
+func (s *Server) sendInitError(w http.ResponseWriter, err error) {
+	var ie *initError
+	if !errors.As(err, &ie) {
+		ie = &initError{err: err}
+	}
+	s.debugf("init failed: %v", ie.err)
+	msg := ie.err.Error()
+	if !ie.compile {
+		msg = "cannot start action: " + msg
+	}
+	if s.cfg.LogInitError {
+		_, _ = s.stderr.WriteString(ie.err.Error() + "\n")
+		s.writeSentinels()
+		msg = msgStartGeneric
+		if ie.compile {
+			msg = msgCompileGeneric
+		}
+	}
+	sendError(w, http.StatusBadGateway, msg)
+}
+
+// stopAction stops the launcher and the sidecar of a previous init.
+func (s *Server) stopAction() {
+	s.procMu.Lock()
+	e, sc := s.exec, s.sidecar
+	s.procMu.Unlock()
+	if e != nil {
+		e.Stop(s.cfg.StopGrace)
+		s.setExec(nil)
+	}
+	if sc != nil {
+		sc.Stop(s.cfg.StopGrace)
+		s.setSidecar(nil)
+	}
+	s.launch = nil
+	s.failClosed = false
+}
+
+// initAction materialises code in a fresh <root>/<N>, compiles it unless
+// it is pre-built, starts the sidecar if configured, then the launcher.
+func (s *Server) initAction(main string, code []byte) error {
+	dir, err := s.nextActionDir()
+	if err != nil {
+		return compileErr(err)
+	}
+	src, bin := filepath.Join(dir, "src"), filepath.Join(dir, "bin")
+	if err := Extract(code, src, s.cfg.MaxUnzipped); err != nil {
+		return compileErr(err)
+	}
+	cred, home, err := s.credential()
+	if err != nil {
+		return startErr(err)
+	}
+	env := s.launcherEnv(dir, home)
+	if s.cfg.Compiler == "" || IsPrebuilt(filepath.Join(src, "exec")) {
+		if err := os.Rename(src, bin); err != nil {
+			return compileErr(err)
+		}
+	} else if err := s.compile(main, src, bin, env); err != nil {
+		return compileErr(err)
+	}
+	if err := s.checkExecEnv(bin); err != nil {
+		return startErr(err)
+	}
+	if cred != nil {
+		if err := chownTree(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return startErr(fmt.Errorf("cannot hand the action directory to REWIND_USER %q: %v", s.cfg.User, err))
+		}
+	}
+	if s.cfg.Files == FilesLocal {
+		sc, err := StartSidecar(s.reaper, SidecarSpec{
+			Cmd:       s.cfg.SidecarCmd,
+			Address:   s.cfg.Sidecar,
+			Env:       s.cfg.Environ,
+			ActionDir: dir,
+			Stdout:    s.stdout,
+			Stderr:    s.stderr,
+			Wait:      DefaultSidecarWait,
+		}, s.cfg.StopGrace)
+		if err != nil {
+			return startErr(err)
+		}
+		s.setSidecar(sc)
+	}
+	argv := []string{filepath.Join(bin, "exec")}
+	if s.cfg.UsesKernelHelper() {
+		argv = []string{selfExe, LaunchRole, argv[0]}
+	}
+	spec := LaunchSpec{
+		Argv:       argv,
+		Env:        env,
+		Credential: cred,
+		Stdout:     s.stdout,
+		Stderr:     s.stderr,
+		WaitForAck: s.cfg.WaitForAck != "",
+	}
+	e, err := StartExecutor(s.reaper, spec, s.cfg.StopGrace)
+	if err != nil {
+		s.stopAction()
+		return startErr(err)
+	}
+	s.setExec(e)
+	s.launch = &spec
+	return nil
+}
+
+// nextActionDir creates <root>/<N> with N one above the highest existing
+// attempt, and returns its absolute path.
+func (s *Server) nextActionDir() (string, error) {
+	root, err := filepath.Abs(s.cfg.ActionRoot)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return "", err
+	}
+	highest := 0
+	for _, e := range entries {
+		if n, err := strconv.Atoi(e.Name()); err == nil && n > highest {
+			highest = n
+		}
+	}
+	dir := filepath.Join(root, strconv.Itoa(highest+1))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// launcherEnv is the launcher's (and the compiler's) whole environment:
+// upstream's map (__OW_* of the proxy, __OW_WAIT_FOR_ACK, __OW_EXECUTION_ENV,
+// __OW_PROXY_VERSION), our REWIND_* settings, PATH, HOME when switching
+// user, REWIND_ACTION_DIR, and finally value.env, which overrides.
+func (s *Server) launcherEnv(dir, home string) []string {
+	m := make(map[string]string, len(s.cfg.Forward)+len(s.env)+6)
+	for k, v := range s.cfg.Forward {
+		m[k] = v
+	}
+	m["__OW_PROXY_VERSION"] = Version
+	if s.cfg.ExecutionEnv != "" {
+		m["__OW_EXECUTION_ENV"] = s.cfg.ExecutionEnv
+	}
+	if s.cfg.WaitForAck != "" {
+		m["__OW_WAIT_FOR_ACK"] = s.cfg.WaitForAck
+	}
+	if s.cfg.Path != "" {
+		m["PATH"] = s.cfg.Path
+	}
+	if home != "" {
+		m["HOME"] = home
+	}
+	m["REWIND_ACTION_DIR"] = dir
+	for k, v := range s.env {
+		m[k] = v
+	}
+	if !s.cfg.UsesKernelHelper() {
+		// Only the kernel probe may set it; never a stale or forged value.
+		delete(m, "REWIND_KERNEL")
+	}
+	return sortedEnv(m)
+}
+
+// compile runs $OW_COMPILER <main> <src> <bin>. As upstream, any output
+// means failure and is the error message.
+func (s *Server) compile(main, src, bin string, env []string) error {
+	out, err := runCapture(s.reaper, []string{s.cfg.Compiler, main, src, bin}, env)
+	if len(out) > 0 {
+		return errors.New(string(out))
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(bin, "exec")); err != nil {
+		return fmt.Errorf("cannot compile: %v", err)
+	}
+	return nil
+}
+
+// runCapture runs argv with stdout and stderr captured together and waits
+// for it through the reaper.
+func runCapture(r *Reaper, argv []string, env []string) ([]byte, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	child, err := r.Start(ProcSpec{Argv: argv, Env: env, Files: []*os.File{nil, pw, pw}})
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return nil, err
+	}
+	out, rerr := io.ReadAll(pr)
+	pr.Close()
+	<-child.Done()
+	if rerr != nil {
+		return out, rerr
+	}
+	if code := child.ExitCode(); code != 0 {
+		return out, fmt.Errorf("%s exited with code %d", argv[0], code)
+	}
+	return out, nil
+}
+
+// checkExecEnv enforces OW_EXECUTION_ENV against bin/exec.env, as upstream.
+func (s *Server) checkExecEnv(bin string) error {
+	if s.cfg.ExecutionEnv == "" {
+		return nil
+	}
+	data, err := os.ReadFile(filepath.Join(bin, "exec.env"))
+	if err != nil {
+		return err
+	}
+	if got := strings.TrimSpace(string(data)); got != s.cfg.ExecutionEnv {
+		if s.cfg.LogInitError || s.cfg.Debug {
+			fmt.Fprintf(s.stderr, "Expected exec.env should start with %s\nActual value: %s\n", s.cfg.ExecutionEnv, got)
+		}
+		return errors.New(msgEnvMismatch)
+	}
+	return nil
+}
+
+// credential resolves REWIND_USER (from /etc/passwd) to the launcher's
+// credentials with supplementary groups cleared, and its home directory.
+func (s *Server) credential() (*syscall.Credential, string, error) {
+	if !s.cfg.SwitchesUser() {
+		return nil, "", nil
+	}
+	if os.Geteuid() != 0 {
+		return nil, "", fmt.Errorf("REWIND_USER=%s needs the proxy to run as root (it runs as uid %d)", s.cfg.User, os.Geteuid())
+	}
+	u, err := user.Lookup(s.cfg.User)
+	if err != nil {
+		return nil, "", fmt.Errorf("REWIND_USER=%s: no such user", s.cfg.User)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, "", fmt.Errorf("REWIND_USER=%s: non-numeric uid/gid %s:%s", s.cfg.User, u.Uid, u.Gid)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, u.HomeDir, nil
+}
+
+// chownTree gives dir and everything in it to uid:gid, without following
+// symlinks (a symlink in a user's archive may point anywhere).
+func chownTree(dir string, uid, gid int) error {
+	return filepath.Walk(dir, func(path string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, gid)
+	})
+}

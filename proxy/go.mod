@@ -1,0 +1,3 @@
+module rewind/proxy
+
+go 1.19
