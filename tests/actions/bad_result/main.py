@@ -1,0 +1,4 @@
+def main(args):
+    if args.get("kind") == "nan":
+        return {"x": float("nan")}
+    return {"obj": object()}

@@ -1,0 +1,7 @@
+import sys
+
+sys.exit(1)
+
+
+def main(args):
+    return {}

@@ -1,0 +1,6 @@
+SEEN = []
+
+
+def main(args):
+    SEEN.append(args.get("secret"))
+    return {"seen": SEEN}

@@ -1,0 +1,6 @@
+def helper():
+    raise ValueError("nope")
+
+
+def main(args):
+    helper()

@@ -1,0 +1,7 @@
+import time
+
+
+def main(args):
+    if args.get("sleep"):
+        time.sleep(float(args["sleep"]))
+    return {"slept": args.get("sleep", 0)}

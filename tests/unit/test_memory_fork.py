@@ -1,0 +1,82 @@
+"""Pieces of the snapshot process that need no fork: framing checks and failure texts."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from rewind.launcher import errors
+from rewind.memory.child import decode_started, encode_started
+from rewind.memory.fork import Outcome, describe_failure, forward, result_is_one_line
+
+
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("t")
+    os.write(fd, data)
+    return fd
+
+
+@pytest.mark.parametrize(
+    ("data", "ok"),
+    [
+        (b'{"a": 1}\n', True),
+        (b"", False),
+        (b'{"a": 1}', False),
+        (b'{"forged": 1}\n{"a": 1}\n', False),
+        (b'{"a": 1}\n{"forged"', False),
+    ],
+)
+def test_only_a_single_newline_terminated_line_is_forwarded(data, ok):
+    fd = _memfd(data)
+    try:
+        assert result_is_one_line(fd) is ok
+    finally:
+        os.close(fd)
+
+
+def test_forward_moves_large_results_through_a_pipe():
+    data = b'{"x": "' + b"y" * (3 << 20) + b'"}\n'
+    fd = _memfd(data)
+    r, w = os.pipe()
+    got = bytearray()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        while chunk := os.read(r, 1 << 16):
+            got += chunk
+        os._exit(0 if bytes(got) == data else 1)
+    os.close(r)
+    forward(fd, w)
+    os.close(w)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
+def _exit_status(code):
+    return code << 8
+
+
+@pytest.mark.parametrize(
+    ("outcome", "text", "exited"),
+    [
+        (Outcome(True, _exit_status(errors.CHILD_ACTION_EXITED)), "exited before", True),
+        (Outcome(True, signal.SIGSEGV), "killed by SIGSEGV", True),
+        (Outcome(True, signal.SIGKILL), "out of memory", True),
+        (Outcome(True, _exit_status(3)), "exited with code 3", True),
+        (Outcome(True, signal.SIGKILL, timed_out=True), "exceeded its deadline", False),
+    ],
+)
+def test_failures_are_described_without_request_data(outcome, text, exited):
+    line = describe_failure(outcome)
+    assert line.endswith(b"\n")
+    body = json.loads(line)
+    assert text in body["error"]
+    assert (body.get("rewind_status") == "exited") is exited
+
+
+def test_started_message_round_trips():
+    assert decode_started(encode_started(1700000000.5)) == (True, 1700000000.5)
+    assert decode_started(encode_started(None)) == (True, None)
+    assert decode_started(b"") == (False, None)

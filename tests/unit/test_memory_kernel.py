@@ -1,0 +1,106 @@
+"""The REWIND kernel backend's call sequence, driven through a fake syscall layer.
+
+This machine's kernel has no REWIND calls; the fake records what the launcher asks.
+"""
+
+import errno
+import json
+import os
+
+import pytest
+
+from rewind.launcher.errors import FailClosed
+from rewind.launcher.protocol import LineReader
+from rewind.memory.base import ServeContext
+from rewind.memory.kernel import KernelBackend, RewindSyscalls
+
+
+class FakeKernel:
+    def __init__(self, fail_on=None):
+        self.calls = []
+        self.fail_on = fail_on
+
+    def _record(self, name):
+        self.calls.append(name)
+        if name == self.fail_on:
+            raise OSError(errno.EIO, "fake failure")
+
+    def rewindable(self):
+        self._record("rewindable")
+
+    def checkpoint(self):
+        self._record("checkpoint")
+
+    def rewind(self):
+        self._record("rewind")
+
+
+class RecordingFiles:
+    def __init__(self, log):
+        self.log = log
+
+    def checkpoint(self):
+        self.log.append("files.checkpoint")
+
+    def rewind(self):
+        self.log.append("files.rewind")
+
+    def fileno(self):
+        return None
+
+
+def _serve(kernel, requests, files=None):
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    os.write(in_w, b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+    os.close(in_w)
+
+    def main(args):
+        kernel.calls.append(f"run {args['n']}")
+        return {"n": args["n"]}
+
+    ctx = ServeContext(
+        main=main, main_name="main", reader=LineReader(in_r), result_fd=out_w, files=files
+    )
+    try:
+        code = KernelBackend(kernel).serve(ctx)
+    finally:
+        os.close(out_w)
+        os.close(in_r)
+    with os.fdopen(out_r, "rb") as fh:
+        return code, [json.loads(line) for line in fh]
+
+
+def test_checkpoint_once_then_rewind_before_every_later_request():
+    kernel = FakeKernel()
+    log = kernel.calls
+    code, results = _serve(kernel, [{"value": {"n": i}} for i in range(3)], RecordingFiles(log))
+    assert code == 0
+    assert results == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert kernel.calls == [
+        "checkpoint",
+        "run 0",
+        "files.rewind",
+        "rewind",
+        "run 1",
+        "files.rewind",
+        "rewind",
+        "run 2",
+        "files.rewind",
+        "rewind",
+    ]
+
+
+def test_a_failed_rewind_fails_closed():
+    kernel = FakeKernel(fail_on="rewind")
+    with pytest.raises(FailClosed, match="REWIND kernel call failed"):
+        _serve(kernel, [{"value": {"n": 0}}, {"value": {"n": 1}}])
+    assert kernel.calls == ["checkpoint", "run 0", "rewind"]
+
+
+def test_the_real_calls_report_enosys_on_a_stock_kernel():
+    calls = RewindSyscalls()
+    for fn in (calls.checkpoint, calls.rewind):
+        with pytest.raises(OSError) as info:
+            fn()
+        assert info.value.errno == errno.ENOSYS
