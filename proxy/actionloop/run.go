@@ -76,6 +76,13 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 		// Reap first, so the launcher's last words precede the sentinels.
 		s.reapLauncher()
 		s.writeSentinels()
+		if s.failClosed {
+			// Exit code 5 while this request was queued in its stdin: the
+			// request was never run, and nothing will be until a new
+			// container, so it is refused like every later one.
+			sendError(w, http.StatusServiceUnavailable, msgFailClosed)
+			return
+		}
 		sendError(w, http.StatusBadRequest, msgExited)
 		return
 	}

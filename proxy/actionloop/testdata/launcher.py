@@ -22,7 +22,9 @@ if os.environ.get("__OW_WAIT_FOR_ACK"):
     out.write(os.environ.get("FIXTURE_ACK", '{"ok": true}') + "\n")
     out.flush()
 
+count = 0
 for line in sys.stdin:
+    count += 1
     req = json.loads(line)
     v = req.get("value", {})
     if not isinstance(v, dict):
@@ -57,6 +59,18 @@ for line in sys.stdin:
             time.sleep(v["orphan"])
             os._exit(0)
         reply({"orphan": pid, "launcher": os.getpid()})
+        continue
+    if "seq" in v:
+        reply({"seq": v["seq"], "n": count})
+        continue
+    if "spawn" in v:
+        # A grandchild in the launcher's process group: stopping the
+        # launcher must kill it too.
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(v["spawn"])
+            os._exit(0)
+        reply({"spawn": pid})
         continue
     if "big" in v:
         reply({"big": "x" * v["big"]})
