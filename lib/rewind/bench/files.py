@@ -61,7 +61,7 @@ class PaperMethod:
 
     @staticmethod
     def _files(root: str) -> list[str]:
-        out = []
+        out: list[str] = []
         for dirpath, _, filenames in os.walk(root):
             out.extend(os.path.join(dirpath, n) for n in filenames)
         return out

@@ -91,6 +91,7 @@ def parse_request(line: bytes) -> Request:
         raise ProtocolError("request: 'id' must be an integer", None, echo_op)
     if op not in OPS:
         raise ProtocolError(f"request: unknown op {op!r}; expected one of {OPS}", echo_id, echo_op)
+    assert isinstance(req_id, int)
     return Request(op=op, id=req_id)
 
 
