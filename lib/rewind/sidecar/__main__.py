@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException:
             driver.close()
             raise
-    except (SnapshotError, OSError, ValueError) as exc:
+    except (SnapshotError, OSError, ValueError, ImportError) as exc:
         print(f"rewind-sidecar: cannot start: {exc}", file=sys.stderr)
         return 2
     return server.run()
