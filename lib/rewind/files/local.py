@@ -104,7 +104,15 @@ class LocalDriver:
         self.last: dict[str, Any] = {}
 
     def checkpoint(self, peer: object = None) -> dict[str, Any]:
-        """Capture every root, then replace the previous checkpoint (if any)."""
+        """Capture every root; only once per sidecar.
+
+        The function runs as the same user as the launcher, so it could reach the
+        sidecar's socket; refusing a second checkpoint keeps it from making its own
+        changes the baseline. A restarted launcher rewinds to the existing one.
+        """
+        if self.snapshots is not None:
+            self.counts["errors"] += 1
+            raise DriverError("checkpoint", "a checkpoint exists already and is kept")
         start = time.perf_counter()
         self.generation += 1
         taken: list[Snapshot] = []

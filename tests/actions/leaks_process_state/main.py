@@ -1,9 +1,9 @@
 """Changes cwd, umask, a signal handler, a module attribute and a builtin."""
 
 import builtins
-import json
 import os
 import signal
+import textwrap
 
 
 def main(args):
@@ -11,7 +11,7 @@ def main(args):
         "cwd": os.getcwd(),
         "umask": os.umask(0o022),
         "sigusr1_default": signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None),
-        "json_dumps_patched": getattr(json.dumps, "patched", False),
+        "module_patched": getattr(textwrap.dedent, "patched", False),
         "builtin_patched": hasattr(builtins, "leaked_secret"),
     }
     os.umask(before["umask"])
@@ -20,10 +20,10 @@ def main(args):
         os.umask(0o000)
         signal.signal(signal.SIGUSR1, lambda *a: None)
 
-        def fake_dumps(*a, **k):
-            return "{}"
+        def fake_dedent(text):
+            return text
 
-        fake_dumps.patched = True
-        json.dumps = fake_dumps
+        fake_dedent.patched = True
+        textwrap.dedent = fake_dedent
         builtins.leaked_secret = args.get("secret")
     return before

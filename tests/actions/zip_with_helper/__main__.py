@@ -1,0 +1,5 @@
+from helper import greeting
+
+
+def niam(args):
+    return {"greeting": greeting(args.get("name", "stranger"))}

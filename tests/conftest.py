@@ -1,0 +1,112 @@
+"""Shared fixtures: test actions on disk and runtimes started with `rewind serve`'s code."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rewind.runtime import SENTINEL, LocalRuntime, Response, ServeOptions, free_port
+
+ACTIONS = Path(__file__).parent / "actions"
+
+
+def action_source(name: str) -> str:
+    """The source of tests/actions/<name>/main.py."""
+    return (ACTIONS / name / "main.py").read_text()
+
+
+@dataclass
+class Served:
+    """A runtime started for one test, with its logs in files."""
+
+    rt: LocalRuntime
+    out_path: Path
+    err_path: Path
+
+    @property
+    def client(self):
+        return self.rt.client
+
+    def init(self, action: str, main: str = "main", env: dict | None = None) -> Response:
+        return self.client.init(action_source(action), main=main, env=env)
+
+    def run(self, value: Any = None, **ctx: Any) -> Response:
+        return self.client.run(value, **ctx)
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def logs_without_sentinels(self) -> str:
+        text = self.stdout() + self.stderr()
+        return "\n".join(x for x in text.splitlines() if x.strip() != SENTINEL)
+
+    def tree_pids(self) -> list[int]:
+        """The proxy and every process below it."""
+        pids, todo = [], [self.rt.proc.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                        todo.extend(int(p) for p in fh.read().split())
+            except FileNotFoundError:
+                continue
+        return pids
+
+    def tree_memory_kib(self) -> dict[str, int]:
+        """RSS and PSS of the whole process tree, in KiB."""
+        total = {"rss": 0, "pss": 0}
+        for pid in self.tree_pids():
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as fh:
+                    for line in fh:
+                        key = line.split(":")[0].lower()
+                        if key in total:
+                            total[key] += int(line.split()[1])
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+        return total
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    """Start a local runtime: ``serve(memory="fork", files="off", ...)``."""
+    started: list[Served] = []
+
+    def start(
+        memory: str | None = None,
+        files: str | None = "off",
+        checkpoint: str | None = None,
+        warmup: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Served:
+        idx = len(started)
+        out_path = tmp_path / f"stdout-{idx}.log"
+        err_path = tmp_path / f"stderr-{idx}.log"
+        opts = ServeOptions(
+            port=free_port(),
+            memory=memory,
+            files=files,
+            checkpoint=checkpoint,
+            warmup=warmup,
+            extra_env=env or {},
+        )
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            rt = LocalRuntime(opts, stdout=out, stderr=err)
+        served = Served(rt, out_path, err_path)
+        started.append(served)
+        rt.wait_ready()
+        return served
+
+    yield start
+    for served in started:
+        served.rt.stop()
