@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -269,7 +270,20 @@ func zipOf(t *testing.T, files map[string]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
-	for name, content := range files {
+	// Symlinks first, so that entries written through them come after.
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		si, sj := strings.HasSuffix(names[i], "@"), strings.HasSuffix(names[j], "@")
+		if si != sj {
+			return si
+		}
+		return names[i] < names[j]
+	})
+	for _, name := range names {
+		content := files[name]
 		hdr := &zip.FileHeader{Name: strings.TrimSuffix(name, "@"), Method: zip.Deflate}
 		hdr.SetMode(0o755)
 		if strings.HasSuffix(name, "@") {
