@@ -56,15 +56,23 @@ def test_activation_context_and_api_host_reach_the_action(serve):
     env = rt.run({}, api_key="uuid:key", namespace="ns1").json()["env"]
     assert env["__OW_API_HOST"] == "https://api.example"
     assert env["__OW_API_KEY"] == "uuid:key"
-    for key in ("NAMESPACE", "ACTION_NAME", "ACTION_VERSION", "ACTIVATION_ID",
-                "TRANSACTION_ID", "DEADLINE"):
+    for key in (
+        "NAMESPACE",
+        "ACTION_NAME",
+        "ACTION_VERSION",
+        "ACTIVATION_ID",
+        "TRANSACTION_ID",
+        "DEADLINE",
+    ):
         assert env[f"__OW_{key}"], key
 
 
 def test_init_env_is_exported_before_the_action_is_imported(serve):
     rt = serve(memory="fork")
-    code = "import os\nVAL = os.environ.get('SOME_VAR')\nprint('at import', VAL)\n" \
+    code = (
+        "import os\nVAL = os.environ.get('SOME_VAR')\nprint('at import', VAL)\n"
         "def main(a):\n    return {'some': VAL, 'another': os.environ.get('ANOTHER_VAR')}\n"
+    )
     resp = rt.client.init(code, env={"SOME_VAR": "xyz", "ANOTHER_VAR": ""})
     assert resp.status == 200
     assert rt.run({}).json() == {"some": "xyz", "another": ""}

@@ -88,8 +88,13 @@ def test_cwd_umask_signal_handlers_and_monkeypatching_are_rewound(serve, memory)
     after = rt.run({}).json()
     changed = [k for k in clean if clean[k] != after[k]]
     if memory == "none":
-        assert set(changed) == {"cwd", "umask", "sigusr1_default", "module_patched",
-                                "builtin_patched"}
+        assert set(changed) == {
+            "cwd",
+            "umask",
+            "sigusr1_default",
+            "module_patched",
+            "builtin_patched",
+        }
     else:
         assert changed == []
 
@@ -171,8 +176,9 @@ def test_a_leftover_process_cannot_read_the_next_request(serve, memory, tmp_path
     time.sleep(0.3)
     stolen = out.read_bytes()
     if memory == "none":
-        # The leftover process raced the launcher for stdin: one of them lost the request.
-        assert s.encode() in stolen or got.json() == {"got": s}
+        # The leftover process shares the launcher's stdin: it steals the request or
+        # breaks the launcher's read of it.
+        assert s.encode() in stolen or got.status != 200
     else:
         assert got.json() == {"got": s}
         assert s.encode() not in stolen
