@@ -1,0 +1,112 @@
+"""Backend behaviour through `rewind serve`: crashes, deadlines, policies, threads, soak."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+
+def start(serve, action, **kw):
+    rt = serve(**kw)
+    resp = rt.init(action)
+    assert resp.status == 200, (resp.body, rt.stderr())
+    return rt
+
+
+@pytest.mark.parametrize("how", ["os._exit", "segfault", "sigkill", "sys.exit"])
+def test_a_crashing_request_costs_one_request_never_the_container(serve, how):
+    rt = start(serve, "crashes", memory="fork")
+    pid_before = rt.tree_pids()
+    resp = rt.run({"how": how})
+    assert (resp.status, resp.json()) == (400, {"error": "command exited"})
+    assert rt.run({"how": "none"}).json() == {"ok": True}
+    # The snapshot process survived: the launcher was not restarted.
+    assert set(pid_before[:2]) <= set(rt.tree_pids())
+
+
+def test_a_request_exhausting_memory_gets_an_error_and_the_next_works(serve):
+    rt = start(serve, "crashes", memory="fork")
+    resp = rt.run({"how": "memory"})
+    assert resp.status in (200, 400)
+    assert "error" in resp.json()
+    assert rt.run({"how": "none"}).json() == {"ok": True}
+
+
+def test_a_request_past_its_deadline_is_killed_and_the_next_works(serve):
+    rt = start(serve, "sleeps_forever", memory="fork")
+    began = time.monotonic()
+    resp = rt.run({"sleep": 30}, deadline_s=1.0)
+    assert time.monotonic() - began < 10
+    assert resp.status == 200
+    assert "exceeded its deadline" in resp.json()["error"]
+    assert rt.run({}).json() == {"slept": 0}
+
+
+def test_warmup_policy_runs_the_action_once_before_the_snapshot(serve):
+    rt = start(
+        serve, "counts_warmups", memory="fork", checkpoint="warmup", warmup='{"warmup": true}'
+    )
+    for _ in range(3):
+        assert rt.run({}).json() == {"warm": 1, "runs": 1}
+
+
+def test_a_failing_warmup_fails_init(serve):
+    rt = serve(memory="fork", checkpoint="warmup", warmup='{"warmup": true}')
+    assert rt.init("fails_warmup").status == 502
+    assert "warm-up" in rt.stderr()
+
+
+def test_first_request_policy_keeps_the_first_requests_state_in_every_later_one(serve):
+    rt = start(serve, "leaks_global_state", memory="fork", checkpoint="first-request")
+    rt.run({"secret": "first"})
+    for i in range(3):
+        assert rt.run({"secret": f"later-{i}"}).json()["seen"] == ["first", f"later-{i}"]
+
+
+def test_auto_with_threads_alive_falls_back_to_a_fresh_process_and_logs_why(serve):
+    rt = start(serve, "uses_threads", memory="auto")
+    for _ in range(3):
+        assert rt.run({}).json()["seen"] == 1
+    assert "threads are alive at the checkpoint" in rt.stderr()
+
+
+def test_explicit_fork_with_threads_alive_fails_init_clearly(serve):
+    rt = serve(memory="fork")
+    assert rt.init("uses_threads").status == 502
+    assert "fork would silently lose them" in rt.stderr()
+
+
+def test_explicit_kernel_on_this_stock_kernel_fails_init_clearly(serve):
+    rt = serve(memory="kernel")
+    assert rt.init("hello").status == 502
+    assert "REWIND kernel is absent" in rt.stderr()
+
+
+def test_auto_on_this_stock_kernel_uses_fork(serve):
+    rt = start(serve, "leaks_global_state", memory="auto")
+    rt.run({"secret": "a"})
+    assert rt.run({"secret": "b"}).json()["seen"] == ["b"]
+
+
+@pytest.mark.parametrize("memory", ["none", "fork"])
+def test_soak_two_thousand_requests_stay_clean_with_flat_memory(serve, memory):
+    rt = start(serve, "leaks_global_state", memory=memory)
+    for i in range(50):
+        rt.run({"secret": i})
+    before = rt.tree_memory_kib()
+    dirty = 0
+    for i in range(2000):
+        seen = rt.run({"secret": i}).json()["seen"]
+        dirty += seen != [i]
+    after = rt.tree_memory_kib()
+    print(
+        f"\n{memory}: tree RSS {before['rss']} -> {after['rss']} KiB, "
+        f"PSS {before['pss']} -> {after['pss']} KiB"
+    )
+    if memory == "none":
+        assert dirty == 2000
+        return
+    assert dirty == 0
+    assert after["rss"] - before["rss"] < 8 * 1024
+    assert after["pss"] - before["pss"] < 8 * 1024
