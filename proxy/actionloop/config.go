@@ -21,6 +21,7 @@ const (
 	MemoryAuto    = "auto"
 	MemoryKernel  = "kernel"
 	MemoryFork    = "fork"
+	MemoryFresh   = "fresh"
 	MemoryInplace = "inplace"
 	MemoryNone    = "none"
 )
@@ -143,7 +144,7 @@ func Load(environ []string) (Config, error) {
 		return Config{}, err
 	}
 	if cfg.Memory, err = oneOf(env, "REWIND_MEMORY", MemoryAuto,
-		MemoryAuto, MemoryKernel, MemoryFork, MemoryInplace, MemoryNone); err != nil {
+		MemoryAuto, MemoryKernel, MemoryFork, MemoryFresh, MemoryInplace, MemoryNone); err != nil {
 		return Config{}, err
 	}
 	if cfg.Files, err = oneOf(env, "REWIND_FILES", FilesOff, FilesOff, FilesLocal, FilesDocker); err != nil {
