@@ -48,10 +48,14 @@ type initError struct {
 	err     error
 }
 
+// Error is the detailed message (what goes to the log under OW_LOG_INIT_ERROR).
 func (e *initError) Error() string { return e.err.Error() }
 
+// compileErr marks a failure to materialise or compile the action.
 func compileErr(err error) error { return &initError{compile: true, err: err} }
-func startErr(err error) error   { return &initError{compile: false, err: err} }
+
+// startErr marks a failure to start the launcher (or what it depends on).
+func startErr(err error) error { return &initError{compile: false, err: err} }
 
 // handleInit serves POST /init.
 func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
@@ -137,7 +141,7 @@ func (s *Server) sendInitError(w http.ResponseWriter, err error) {
 		msg = "cannot start action: " + msg
 	}
 	if s.cfg.LogInitError {
-		_, _ = s.stderr.WriteString(ie.err.Error() + "\n")
+		_, _ = s.stderr.WriteString(strings.TrimRight(ie.err.Error(), "\n") + "\n")
 		s.writeSentinels()
 		msg = msgStartGeneric
 		if ie.compile {

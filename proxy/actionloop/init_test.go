@@ -58,7 +58,6 @@ func ExampleServer_init_logInitError() {
 	h.show("/init", `{"value":{"code":"ok","env":{"FIXTURE_EXIT_AT_START":"3"}}}`)
 	// Output:
 	// compile error: main=niam
-	//
 	// XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX
 	// XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX
 	// /init -> 502 {"error":"The action failed to generate or locate a binary. See logs for details."}

@@ -3,11 +3,14 @@
 package actionloop
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func TestRouting(t *testing.T) {
@@ -62,4 +65,19 @@ func TestBodyLimit(t *testing.T) {
 		t.Fatalf("chunked: %d", resp.StatusCode)
 	}
 	h.runJSON(t, map[string]int{"seq": 1})
+}
+
+func TestUnreadableBodiesAre400(t *testing.T) {
+	h := newHarness(nil, nil)
+	defer h.close()
+	for path, want := range map[string]string{
+		"/init": `{"error":"boom"}` + "\n",
+		"/run":  `{"error":"Error reading request body: boom"}` + "\n",
+	} {
+		rec := httptest.NewRecorder()
+		h.srv.ServeHTTP(rec, httptest.NewRequest("POST", path, iotest.ErrReader(errors.New("boom"))))
+		if rec.Code != 400 || rec.Body.String() != want {
+			t.Errorf("%s: %d %q", path, rec.Code, rec.Body.String())
+		}
+	}
 }
