@@ -59,7 +59,7 @@ func TestLoadParsesEverything(t *testing.T) {
 
 func TestLoadErrors(t *testing.T) {
 	cases := map[string]string{
-		"REWIND_MEMORY=Kernel":           `invalid REWIND_MEMORY "Kernel": want one of auto, kernel, fork, inplace, none`,
+		"REWIND_MEMORY=Kernel":           `invalid REWIND_MEMORY "Kernel": want one of auto, kernel, fork, fresh, inplace, none`,
 		"REWIND_FILES=s3":                `invalid REWIND_FILES "s3": want one of off, local, docker`,
 		"REWIND_MAX_BODY=0":              `invalid REWIND_MAX_BODY "0": want a positive number of bytes`,
 		"REWIND_MAX_UNZIPPED=1G":         `invalid REWIND_MAX_UNZIPPED "1G": want a positive number of bytes`,

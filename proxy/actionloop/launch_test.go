@@ -57,7 +57,7 @@ func TestLauncherStartsThroughTheKernelHelper(t *testing.T) {
 			}
 		})
 	}
-	for _, mode := range []string{MemoryFork, MemoryInplace, MemoryNone} {
+	for _, mode := range []string{MemoryFork, MemoryFresh, MemoryInplace, MemoryNone} {
 		h := newHarness(nil, nil, "REWIND_MEMORY="+mode)
 		h.mustInit(t, nil)
 		got := h.runJSON(t, map[string][]string{"env": {"REWIND_KERNEL"}})

@@ -48,7 +48,7 @@ func TestInvalidConfigExitsWithCode2(t *testing.T) {
 	if !ok || ee.ExitCode() != 2 {
 		t.Fatalf("err %v", err)
 	}
-	want := "proxy: invalid REWIND_MEMORY \"bogus\": want one of auto, kernel, fork, inplace, none\n"
+	want := "proxy: invalid REWIND_MEMORY \"bogus\": want one of auto, kernel, fork, fresh, inplace, none\n"
 	if stderr.String() != want || stdout.Len() != 0 {
 		t.Fatalf("stderr %q stdout %q", stderr.String(), stdout.String())
 	}
