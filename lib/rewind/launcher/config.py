@@ -38,6 +38,7 @@ class LauncherConfig:
     kernel: str = ""  # REWIND_KERNEL, set by the proxy's rewindable helper
     wait_for_ack: bool = False
     debug: bool = False
+    metrics_file: str = ""  # REWIND_METRICS_FILE: per-request rewind timings (benchmarks)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LauncherConfig:
@@ -71,4 +72,5 @@ class LauncherConfig:
             kernel=kernel,
             wait_for_ack=bool(environ.get("__OW_WAIT_FOR_ACK", "")),
             debug=bool(environ.get("REWIND_DEBUG", "") or environ.get("OW_DEBUG", "")),
+            metrics_file=environ.get("REWIND_METRICS_FILE", ""),
         )

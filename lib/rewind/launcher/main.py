@@ -30,6 +30,22 @@ def log(msg: str) -> None:
     print(f"rewind: {msg}", file=sys.stderr, flush=True)
 
 
+# Native libraries that start worker threads at import unless told not to; fork would
+# lose those threads in every request process. An action's own env overrides these.
+SINGLE_THREAD_DEFAULTS = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+}
+
+
+def _open_metrics(path: str) -> int | None:
+    if not path:
+        return None
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Arguments written into bin/exec by the compile step."""
     parser = argparse.ArgumentParser(prog="rewind.launcher")
@@ -50,6 +66,9 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     spawn_env = dict(environ)  # what a fresh request process starts with
     try:
         cfg = LauncherConfig.from_env(environ)
+        if cfg.memory in ("auto", "fork"):
+            for key, val in SINGLE_THREAD_DEFAULTS.items():
+                os.environ.setdefault(key, val)
         main = load_action(os.getcwd(), args.main)
     except LauncherError as exc:
         log(str(exc))
@@ -78,6 +97,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         debug=cfg.debug,
         spawn_env=spawn_env,
         log=log,
+        metrics_fd=_open_metrics(cfg.metrics_file),
     )
     if cfg.checkpoint == "warmup":
         try:

@@ -7,6 +7,7 @@ code. File rewind plugs in through ``ServeContext.files`` after every reply.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,14 @@ class ServeContext:
     result_fd: int = RESULT_FD
     debug: bool = False
     spawn_env: dict[str, str] = field(default_factory=dict)
+    metrics_fd: int | None = None
     log: Callable[[str], None] = lambda msg: print(f"rewind: {msg}", file=sys.stderr)
+
+    def record(self, **timings: float) -> None:
+        """Append one line of rewind timings when REWIND_METRICS_FILE is set."""
+        if self.metrics_fd is not None:
+            line = json.dumps({k: round(v, 4) for k, v in timings.items()}) + "\n"
+            write_all(self.metrics_fd, line.encode())
 
     def rewind_files(self) -> None:
         """Restore the protected files; raises FailClosed when that is impossible."""

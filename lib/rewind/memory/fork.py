@@ -69,15 +69,16 @@ def _poll_readable(fds: list[int], timeout: float | None) -> list[int]:
 def kill_descendants(timeout: float = KILL_TIMEOUT_S) -> int:
     """SIGKILL and reap every child of this (subreaper) process; return how many.
 
-    Grandchildren re-parent to us as their parents die, so loop until none is left.
+    Called once the request process is reaped: its descendants have re-parented to
+    us by then, so "no child left" means "no descendant left". Grandchildren
+    re-parent as their parents die, so loop until none is left.
     """
     killed = 0
     limit = time.monotonic() + timeout
     while True:
-        _reap_nohang()
-        pids = sysapi.child_pids()
-        if not pids:
+        if _reap_nohang() == "none-left":
             return killed
+        pids = sysapi.child_pids()
         if time.monotonic() > limit:
             raise FailClosed(f"processes {pids} left by a request could not be killed")
         for pid in pids:
@@ -89,14 +90,15 @@ def kill_descendants(timeout: float = KILL_TIMEOUT_S) -> int:
         time.sleep(0.0005)
 
 
-def _reap_nohang() -> None:
+def _reap_nohang() -> str:
+    """Reap finished children; "none-left" when this process has no child at all."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return "none-left"
         if pid == 0:
-            return
+            return "running"
 
 
 def result_is_one_line(memfd: int) -> bool:
@@ -146,8 +148,9 @@ def fork_spawner(ctx: ServeContext, memfd: int, status_w: int) -> int:
     """Fork a standby request process from this snapshot (fork backend)."""
     close = [ctx.result_fd]
     hook_fd = ctx.files.fileno() if ctx.files is not None else None
-    if hook_fd is not None:
-        close.append(hook_fd)
+    for fd in (hook_fd, ctx.metrics_fd):
+        if fd is not None:
+            close.append(fd)
     pid = os.fork()
     if pid == 0:
         serve_one(ctx.reader, ctx.main, memfd, status_w, close)
@@ -169,6 +172,8 @@ def fresh_spawner(ctx: ServeContext, memfd: int, status_w: int) -> int:
         str(status_w),
     ]
     actions = [(os.POSIX_SPAWN_CLOSE, ctx.result_fd)]
+    if ctx.metrics_fd is not None:
+        actions.append((os.POSIX_SPAWN_CLOSE, ctx.metrics_fd))
     return os.posix_spawn(sys.executable, argv, ctx.spawn_env, file_actions=actions)
 
 
@@ -185,8 +190,17 @@ class SnapshotProcess:
         sysapi.become_subreaper()
         gc.collect()
         gc.freeze()  # keep collector writes off the pages children share
+        replied_at: float | None = None
+        files_ms = 0.0
+
+        def standby_ready() -> None:
+            # Rewind work between the last reply and the next standby being ready.
+            if replied_at is not None and ctx.metrics_fd is not None:
+                after = (time.perf_counter() - replied_at) * 1000
+                ctx.record(after_reply_ms=after, files_ms=files_ms)
+
         while True:
-            outcome, memfd = self._run_one(ctx)
+            outcome, memfd = self._run_one(ctx, standby_ready)
             try:
                 if outcome.eof:
                     return EXIT_OK
@@ -204,15 +218,18 @@ class SnapshotProcess:
                     write_all(ctx.result_fd, describe_failure(outcome))
             finally:
                 os.close(memfd)
+            replied_at = time.perf_counter()
             ctx.rewind_files()
+            files_ms = (time.perf_counter() - replied_at) * 1000
 
-    def _run_one(self, ctx: ServeContext) -> tuple[Outcome, int]:
+    def _run_one(self, ctx: ServeContext, on_standby: Callable[[], None]) -> tuple[Outcome, int]:
         memfd = os.memfd_create("rewind-result")
         status_r, status_w = os.pipe()
         try:
             pid = self.spawner(ctx, memfd, status_w)
         finally:
             os.close(status_w)
+        on_standby()
         pidfd = os.pidfd_open(pid)
         try:
             outcome = self._supervise(pid, pidfd, status_r)

@@ -1,0 +1,1 @@
+"""The benchmark suite: latency, throughput, memory and rewind cost per memory mode."""
