@@ -11,6 +11,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -73,6 +75,32 @@ type LaunchSpec struct {
 	Stdout, Stderr *os.File
 	// WaitForAck makes Start wait for the ack line instead of 5 ms.
 	WaitForAck bool
+	// Sidecar, if set, is the local sidecar's address: each start connects to
+	// it and hands the connection to the launcher as fd 4, so the launcher
+	// never needs access to the root-only socket (and the function cannot).
+	Sidecar string
+}
+
+// SidecarFD is the launcher's descriptor of its pre-connected sidecar socket.
+const SidecarFD = 4
+
+// dialSidecar connects to the sidecar and returns the connection as a file.
+func dialSidecar(addr string) (*os.File, error) {
+	network, address, err := parseAddress(addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.DialTimeout(network, address, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to the file sidecar: %v", err)
+	}
+	defer c.Close()
+	type filer interface{ File() (*os.File, error) }
+	fc, ok := c.(filer)
+	if !ok {
+		return nil, fmt.Errorf("cannot pass a %s connection to the launcher", network)
+	}
+	return fc.File()
 }
 
 // lineResult is one line read from fd 3, or the error that ended reading.
@@ -109,10 +137,23 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 		inW.Close()
 		return nil, err
 	}
+	files := []*os.File{inR, spec.Stdout, spec.Stderr, outW}
+	if spec.Sidecar != "" {
+		sc, err := dialSidecar(spec.Sidecar)
+		if err != nil {
+			inR.Close()
+			inW.Close()
+			outR.Close()
+			outW.Close()
+			return nil, err
+		}
+		defer sc.Close()
+		files = append(files, sc)
+	}
 	child, err := r.Start(ProcSpec{
 		Argv:       spec.Argv,
 		Env:        spec.Env,
-		Files:      []*os.File{inR, spec.Stdout, spec.Stderr, outW},
+		Files:      files,
 		Credential: spec.Credential,
 	})
 	// The child holds its own copies; ours would keep fd 3 open forever

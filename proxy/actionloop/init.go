@@ -226,6 +226,9 @@ func (s *Server) initAction(main string, code []byte) error {
 		Stderr:     s.stderr,
 		WaitForAck: s.cfg.WaitForAck != "",
 	}
+	if s.cfg.Files == FilesLocal {
+		spec.Sidecar = s.cfg.Sidecar
+	}
 	e, err := StartExecutor(s.reaper, spec, s.cfg.StopGrace)
 	if err != nil {
 		s.stopAction()
@@ -286,6 +289,9 @@ func (s *Server) launcherEnv(dir, home string) []string {
 		m["HOME"] = home
 	}
 	m["REWIND_ACTION_DIR"] = dir
+	if s.cfg.Files == FilesLocal {
+		m["REWIND_SIDECAR"] = "fd:" + strconv.Itoa(SidecarFD)
+	}
 	for k, v := range s.env {
 		m[k] = v
 	}

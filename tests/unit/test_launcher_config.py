@@ -21,7 +21,7 @@ def test_defaults_are_auto_init_and_files_off():
         ({"REWIND_CHECKPOINT": "warmup"}, "needs REWIND_WARMUP"),
         ({"REWIND_CHECKPOINT": "warmup", "REWIND_WARMUP": "{oops"}, "not valid JSON"),
         ({"REWIND_CHECKPOINT": "warmup", "REWIND_WARMUP": "3"}, "object or array"),
-        ({"REWIND_FILES": "local", "REWIND_SIDECAR": "/run/x.sock"}, "unix: or tcp:"),
+        ({"REWIND_FILES": "local", "REWIND_SIDECAR": "/run/x.sock"}, "unix:, tcp: or fd:"),
         ({"REWIND_KERNEL": "maybe"}, "REWIND_KERNEL"),
     ],
 )

@@ -61,8 +61,8 @@ class LauncherConfig:
             if not isinstance(warmup, dict | list):
                 raise ConfigError("REWIND_WARMUP must be a JSON object or array")
         sidecar = environ.get("REWIND_SIDECAR", "").strip() or cls.sidecar
-        if files != "off" and not sidecar.startswith(("unix:", "tcp:")):
-            raise ConfigError(f"REWIND_SIDECAR={sidecar!r} must start with unix: or tcp:")
+        if files != "off" and not sidecar.startswith(("unix:", "tcp:", "fd:")):
+            raise ConfigError(f"REWIND_SIDECAR={sidecar!r} must start with unix:, tcp: or fd:")
         return cls(
             memory=memory,
             checkpoint=checkpoint,

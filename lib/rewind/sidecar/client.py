@@ -23,18 +23,35 @@ class SidecarError(Exception):
 
 
 class SidecarClient:
-    """Talks to the sidecar at ``unix:/path`` or ``tcp:HOST:PORT``; not thread-safe."""
+    """Talks to the sidecar at ``unix:/path``, ``tcp:HOST:PORT`` or ``fd:N``; not thread-safe.
+
+    ``fd:N`` is a connection the proxy made and handed over as descriptor N: the
+    sidecar's socket stays root-only, and such a connection is never re-established.
+    """
 
     def __init__(self, address: str, timeout: float = 30.0) -> None:
-        try:
-            self.family, self.sockaddr = parse_address(address)
-        except ValueError as exc:
-            raise SidecarError("connect", str(exc)) from None
         self.address = address
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._reader: LineReader | None = None
         self._next_id = 0
+        self._inherited = address.startswith("fd:")
+        if self._inherited:
+            fd = address[3:]
+            if not fd.isdigit():
+                raise SidecarError("connect", f"bad sidecar address {address!r}")
+            try:
+                sock = socket.socket(fileno=int(fd))
+            except OSError as exc:
+                raise SidecarError("connect", f"no connection on {address}: {exc}") from None
+            sock.settimeout(timeout)
+            self._sock, self._reader = sock, LineReader(sock)
+            self.family, self.sockaddr = sock.family, ""
+            return
+        try:
+            self.family, self.sockaddr = parse_address(address)
+        except ValueError as exc:
+            raise SidecarError("connect", str(exc)) from None
 
     def checkpoint(self) -> dict[str, Any]:
         """Snapshot the protected trees; returns the sidecar's metrics."""
@@ -68,6 +85,8 @@ class SidecarClient:
     def _connect(self, op: str) -> tuple[socket.socket, LineReader]:
         if self._sock is not None and self._reader is not None:
             return self._sock, self._reader
+        if self._inherited:
+            raise SidecarError(op, f"the connection {self.address} from the proxy is closed")
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
