@@ -2,13 +2,16 @@
 
 Every mode serves the same request sequence for the same workload in one run, so the
 ratios against `none` (warm reuse, the insecure upper bound) compare like with like.
-`fresh` starts a new interpreter per request: the cold, secure baseline.
+`fresh` starts a new interpreter per request: the cold, secure baseline. `fork-warm` is
+`fork` with the `warmup` checkpoint policy: the action runs once with the benchmark's
+own payload before the snapshot, so lazy initialisation is part of the snapshot.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import statistics
 import threading
 import time
@@ -19,7 +22,14 @@ from typing import Any
 from rewind.runtime import LocalRuntime, ServeOptions, free_port
 
 WORKLOADS_DIR = Path(__file__).resolve().parents[3] / "bench" / "workloads"
-SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SINGLE_THREADED = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+}
+MODES = ("none", "fork", "fork-warm", "fresh")
+WARMUP_REQUESTS = 20
 
 
 @dataclass
@@ -32,7 +42,7 @@ class Case:
 
 @dataclass
 class Result:
-    """Measured figures for one (workload, mode)."""
+    """Measured figures for one (workload, mode, files) run."""
 
     workload: str
     mode: str
@@ -45,7 +55,13 @@ class Result:
     throughput_2: float
     rss_kib: int
     pss_kib: int
+    init_ms: float
+    files: str = "off"
     after_reply_ms: float | None = None
+    after_reply_p95_ms: float | None = None
+    files_ms: float | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    sequence_ms: list[float] = field(default_factory=list)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,23 +75,47 @@ class KeepAliveClient:
     """One persistent HTTP connection, as an invoker keeps to a warm container."""
 
     def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 
     def run(self, body: bytes) -> int:
+        """POST one /run and read the whole answer; returns the HTTP status."""
         self.conn.request("POST", "/run", body, {"Content-Type": "application/json"})
         resp = self.conn.getresponse()
         resp.read()
         return resp.status
 
+    def timed(self, body: bytes) -> float:
+        """One /run, its round trip in ms; a non-200 answer raises."""
+        t0 = time.perf_counter()
+        status = self.run(body)
+        elapsed = (time.perf_counter() - t0) * 1000
+        if status != 200:
+            raise RuntimeError(f"/run answered {status}")
+        return elapsed
+
     def close(self) -> None:
+        """Close the connection."""
         self.conn.close()
 
 
-def _tree_memory(rt: LocalRuntime) -> tuple[int, int]:
-    import os
+def run_body(params: dict[str, Any]) -> bytes:
+    """A /run envelope with the invoker's context keys; the same bytes every request."""
+    body = {
+        "value": params,
+        "namespace": "guest",
+        "action_name": "/guest/bench",
+        "action_version": "0.0.1",
+        "activation_id": "0" * 32,
+        "transaction_id": "0" * 32,
+        "deadline": str(int((time.time() + 3600) * 1000)),
+    }
+    return json.dumps(body).encode()
 
+
+def tree_memory(root_pid: int) -> tuple[int, int]:
+    """RSS and PSS (KiB) summed over ``root_pid`` and all its descendants."""
     rss = pss = 0
-    todo = [rt.proc.pid]
+    todo = [root_pid]
     while todo:
         pid = todo.pop()
         try:
@@ -93,18 +133,26 @@ def _tree_memory(rt: LocalRuntime) -> tuple[int, int]:
     return rss, pss
 
 
-def _closed_loop(port: int, body: bytes, clients: int, seconds: float) -> float:
+def closed_loop(ports: list[int], bodies: list[bytes], clients: int, seconds: float) -> float:
+    """Requests/s of ``clients`` closed-loop clients, each cycling over (port, body) pairs."""
     done = [0] * clients
+    errors: list[str] = []
     stop = time.monotonic() + seconds
 
     def worker(i: int) -> None:
-        client = KeepAliveClient(port)
+        conns = {port: KeepAliveClient(port) for port in set(ports)}
+        k = i  # clients start at different points of the cycle
         try:
             while time.monotonic() < stop:
-                client.run(body)
+                j = k % len(ports)
+                if conns[ports[j]].run(bodies[j]) != 200:
+                    errors.append(f"port {ports[j]}")
+                    return
                 done[i] += 1
+                k += 1
         finally:
-            client.close()
+            for conn in conns.values():
+                conn.close()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     began = time.monotonic()
@@ -112,48 +160,106 @@ def _closed_loop(port: int, body: bytes, clients: int, seconds: float) -> float:
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise RuntimeError(f"closed loop: a /run failed ({errors[0]})")
     return sum(done) / (time.monotonic() - began)
 
 
-def measure(case: Case, mode: str, requests: int, loop_s: float, metrics: bool) -> Result:
-    """Start a runtime in ``mode``, warm it, and measure ``case``."""
-    source = (WORKLOADS_DIR / f"{case.name}.py").read_text()
-    metrics_path = Path(f"/var/tmp/rewind-bench-metrics-{free_port()}.jsonl")
-    env: dict[str, str] = {}
-    if metrics:
-        env["REWIND_METRICS_FILE"] = str(metrics_path)
-    opts = ServeOptions(port=free_port(), memory=mode, files="off", extra_env=env)
-    with LocalRuntime(opts) as rt:
-        rt.wait_ready()
-        init = rt.client.init(source, env=SINGLE_THREADED)
-        if init.status != 200:
-            raise RuntimeError(f"{case.name}/{mode}: /init failed: {init.body!r}")
-        body = json.dumps({"value": case.params}).encode()
-        client = KeepAliveClient(opts.port)
+def serve_options(case: Case, mode: str, files: str, env: dict[str, str]) -> ServeOptions:
+    """The runtime settings of one mode (`fork-warm` = fork + the warmup checkpoint)."""
+    if mode == "fork-warm":
+        return ServeOptions(
+            port=free_port(),
+            memory="fork",
+            files=files,
+            checkpoint="warmup",
+            warmup=json.dumps(case.params),
+            extra_env=env,
+        )
+    return ServeOptions(port=free_port(), memory=mode, files=files, extra_env=env)
+
+
+class Started:
+    """A LocalRuntime in one mode with the workload initialised (benchmark process)."""
+
+    def __init__(self, case: Case, mode: str, files: str = "off", metrics: bool = False) -> None:
+        self.case = case
+        self.mode = mode
+        self.metrics_path = Path(f"/var/tmp/rewind-bench-metrics-{free_port()}-{os.getpid()}.jsonl")
+        env = {"REWIND_METRICS_FILE": str(self.metrics_path)} if metrics else {}
+        self.opts = serve_options(case, mode, files, env)
+        self.rt = LocalRuntime(self.opts)
+        self.init_ms = 0.0
+        self.body = run_body(case.params)
+
+    def __enter__(self) -> Started:
         try:
-            for _ in range(min(20, requests)):
-                client.run(body)
-            lat = []
-            for _ in range(requests):
-                t0 = time.perf_counter()
-                status = client.run(body)
-                lat.append((time.perf_counter() - t0) * 1000)
-                if status != 200:
-                    raise RuntimeError(f"{case.name}/{mode}: /run answered {status}")
+            self.rt.wait_ready()
+            source = (WORKLOADS_DIR / f"{self.case.name}.py").read_text()
+            t0 = time.perf_counter()
+            init = self.rt.client.init(source, env=SINGLE_THREADED)
+            self.init_ms = (time.perf_counter() - t0) * 1000
+            if init.status != 200:
+                raise RuntimeError(f"{self.case.name}/{self.mode}: /init failed: {init.body!r}")
+        except BaseException:
+            self.rt.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rt.stop()
+        self.metrics_path.unlink(missing_ok=True)
+
+    @property
+    def port(self) -> int:
+        """The proxy's loopback port."""
+        return self.opts.port
+
+    def memory(self) -> tuple[int, int]:
+        """RSS and PSS (KiB) of the proxy's whole process tree."""
+        return tree_memory(self.rt.proc.pid)
+
+    def metrics(self) -> list[dict[str, float]]:
+        """The launcher's per-request rewind timings so far."""
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(x) for x in self.metrics_path.read_text().splitlines() if x]
+
+
+def measure(
+    case: Case,
+    mode: str,
+    requests: int,
+    loop_s: float,
+    metrics: bool = True,
+    files: str = "off",
+    warmup: int = WARMUP_REQUESTS,
+) -> Result:
+    """Start a runtime in ``mode``, send the same request ``requests`` times, and measure.
+
+    The first ``warmup`` answers are kept only in ``sequence_ms`` (run-to-run figure);
+    percentiles come from the ``requests`` answers after them.
+    """
+    with Started(case, mode, files, metrics and mode != "none") as st:
+        client = KeepAliveClient(st.port)
+        try:
+            warm = [client.timed(st.body) for _ in range(warmup)]
+            lat = [client.timed(st.body) for _ in range(requests)]
         finally:
             client.close()
-        rss, pss = _tree_memory(rt)
-        tp1 = _closed_loop(opts.port, body, 1, loop_s)
-        tp2 = _closed_loop(opts.port, body, 2, loop_s)
-    after = None
-    if metrics and metrics_path.exists():
-        rows = [json.loads(x) for x in metrics_path.read_text().splitlines() if x]
-        if rows:
-            after = statistics.median(r["after_reply_ms"] for r in rows)
-        metrics_path.unlink()
+        rss, pss = st.memory()
+        rows = st.metrics()
+        tp1 = closed_loop([st.port], [st.body], 1, loop_s) if loop_s > 0 else 0.0
+        tp2 = closed_loop([st.port], [st.body], 2, loop_s) if loop_s > 0 else 0.0
+        init_ms = st.init_ms
+    # The first metrics row belongs to the first reply; skip the warm-up replies' rows.
+    steady = rows[len(warm) :] or rows
+    after = [r["after_reply_ms"] for r in steady]
+    files_ms = [r.get("files_ms", 0.0) for r in steady]
     return Result(
         workload=case.name,
         mode=mode,
+        files=files,
         requests=requests,
         p50_ms=percentile(lat, 50),
         p95_ms=percentile(lat, 95),
@@ -163,29 +269,35 @@ def measure(case: Case, mode: str, requests: int, loop_s: float, metrics: bool) 
         throughput_2=tp2,
         rss_kib=rss,
         pss_kib=pss,
-        after_reply_ms=after,
+        init_ms=init_ms,
+        after_reply_ms=statistics.median(after) if after else None,
+        after_reply_p95_ms=percentile(after, 95) if after else None,
+        files_ms=statistics.median(files_ms) if files_ms else None,
+        latencies_ms=[round(x, 4) for x in lat],
+        sequence_ms=[round(x, 4) for x in (warm + lat)[:100]],
     )
 
 
+def ratio(value: float, base: float | None) -> float:
+    """value / base, NaN without a base."""
+    return value / base if base else float("nan")
+
+
 def table(results: list[Result]) -> str:
-    """A plain-text table with ratios against `none` of the same workload."""
-    base = {r.workload: r for r in results if r.mode == "none"}
+    """Latency table (Fig. 7) with ratios against `none` of the same workload."""
+    base = {r.workload: r for r in results if r.mode == "none" and r.files == "off"}
     head = (
-        f"{'workload':<9} {'mode':<6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'+p50 ms':>8} {'p50 x':>7} {'req/s 1c':>9} {'req/s 2c':>9} {'PSS MiB':>8} "
-        f"{'PSS x':>6} {'after-reply ms':>14}"
+        f"{'workload':<10} {'mode':<10} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} "
+        f"{'+p50 ms':>9} {'p50 x':>8} {'p99 x':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         b = base.get(r.workload)
         delta = r.p50_ms - b.p50_ms if b else float("nan")
-        ratio = r.p50_ms / b.p50_ms if b else float("nan")
-        pss_ratio = r.pss_kib / b.pss_kib if b and b.pss_kib else float("nan")
-        after = f"{r.after_reply_ms:.3f}" if r.after_reply_ms is not None else "-"
         lines.append(
-            f"{r.workload:<9} {r.mode:<6} {r.p50_ms:8.3f} {r.p95_ms:8.3f} {r.p99_ms:8.3f} "
-            f"{delta:+8.3f} {ratio:7.2f} {r.throughput_1:9.1f} {r.throughput_2:9.1f} "
-            f"{r.pss_kib / 1024:8.1f} {pss_ratio:6.2f} {after:>14}"
+            f"{r.workload:<10} {r.mode:<10} {r.p50_ms:9.3f} {r.p95_ms:9.3f} {r.p99_ms:9.3f} "
+            f"{delta:+9.3f} {ratio(r.p50_ms, b.p50_ms if b else None):8.2f} "
+            f"{ratio(r.p99_ms, b.p99_ms if b else None):8.2f}"
         )
     return "\n".join(lines)
 
