@@ -21,8 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshot-dir", help="root-only dir for snapshots")
     args = parser.parse_args(argv)
 
-    from rewind.sidecar.server import ServerConfig, SidecarServer
+    from rewind.sidecar.server import Driver, ServerConfig, SidecarServer
 
+    driver: Driver
     try:
         config = ServerConfig.from_env(os.environ, args.listen)
         if args.driver == "local":

@@ -1,9 +1,11 @@
 """The file sidecar's server loop (sidecar process).
 
-Accepts connections on a unix socket (mode 0600) or TCP, one thread per connection; every
-operation is serialized per driver with a lock. Signal handlers only record the signal; the
-accept loop wakes through ``set_wakeup_fd`` and exits cleanly. Quiet unless REWIND_DEBUG is
-set or something fails, because the container's stderr is attributed to activations.
+Accepts connections on a unix socket (mode 0600, or the driver's ``socket_mode``) or TCP, one
+thread per connection; every operation is serialized per driver with a lock, unless the
+driver declares ``thread_safe`` (the docker driver locks per container). Signal handlers only
+record the signal; the accept loop wakes through ``set_wakeup_fd`` and exits cleanly. Quiet
+unless REWIND_DEBUG is set or something fails, because the container's stderr is attributed
+to activations.
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ DEFAULT_LISTEN = "unix:/run/rewind/sidecar.sock"
 
 
 class Driver(Protocol):
-    """What the server needs from a driver; ``peer`` is the caller's connected socket."""
+    """What the server needs from a driver; ``peer`` is the caller's connected socket.
+
+    Optional attributes: ``socket_mode`` (the unix socket's mode, default 0600) and
+    ``thread_safe`` (True: the server does not serialize operations itself).
+    """
 
     def checkpoint(self, peer: socket.socket) -> dict[str, Any]: ...
     def rewind(self, peer: socket.socket) -> dict[str, Any]: ...
@@ -68,6 +74,7 @@ class SidecarServer:
         self.config = config
         self.log = log if log is not None else sys.stderr
         self.lock = threading.Lock()  # one operation at a time on the driver
+        self.concurrent = bool(getattr(driver, "thread_safe", False))
         self.signals: list[int] = []
         self.listener: socket.socket | None = None
         self.unix_path: str | None = None
@@ -77,7 +84,8 @@ class SidecarServer:
 
     def bind(self) -> None:
         """Create the listening socket. A unix socket appears at its path only once it
-        listens (bound under a temporary name, chmod 0600, then renamed into place)."""
+        listens (bound under a temporary name, chmod 0600 or the driver's ``socket_mode``,
+        then renamed into place)."""
         family, addr = parse_address(self.config.listen)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -94,9 +102,11 @@ class SidecarServer:
         self.listener = sock
 
     def _bind_unix(self, sock: socket.socket, path: str) -> None:
+        mode = int(getattr(self.driver, "socket_mode", 0o600))
         parent = os.path.dirname(path)
         if not os.path.isdir(parent):
-            os.makedirs(parent, mode=0o700)
+            # A socket others may connect to needs a directory they can traverse.
+            os.makedirs(parent, mode=0o755 if mode & 0o066 else 0o700)
         try:
             if not stat.S_ISSOCK(os.lstat(path).st_mode):
                 raise OSError(f"{path} exists and is not a socket; refusing to replace it")
@@ -111,7 +121,7 @@ class SidecarServer:
             sock.bind(tmp)
         finally:
             os.umask(old_umask)
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         sock.listen(64)
         os.rename(tmp, path)
         self.unix_path = path
@@ -202,8 +212,9 @@ class SidecarServer:
 
     def dispatch(self, req: Request, conn: socket.socket) -> bytes:
         """Run one operation under the driver lock."""
+        guard = contextlib.nullcontext() if self.concurrent else self.lock
         try:
-            with self.lock:
+            with guard:
                 metrics = getattr(self.driver, req.op)(conn)
         except (SnapshotError, OSError, ValueError) as exc:
             same_op = isinstance(exc, SnapshotError) and exc.op == req.op
