@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-BACKENDS = ["none", "fork", "fresh"]
+BACKENDS = ["none", "fork", "fresh", "inplace"]
 
 
 def secret() -> str:
@@ -189,7 +189,11 @@ def test_a_leftover_process_cannot_read_the_next_request(serve, rewinding, tmp_p
     assert not _steal(serve, rewinding, "daemon", tmp_path)
 
 
-def test_extra_result_lines_cannot_forge_later_results(serve, memory):
+def test_extra_result_lines_cannot_forge_later_results(serve, memory, request):
+    if memory == "inplace":
+        # The function runs in the launcher itself and can write to fd 3 (the kernel
+        # backend shares this): see docs/MEMORY-INPLACE.md, "Limits".
+        request.applymarker(pytest.mark.xfail(reason="in-process: fd 3 is reachable"))
     rt = start(serve, memory, "forges_result")
     first = rt.run({"op": "forge", "n": 1})
     second = rt.run({"n": 2}).json()

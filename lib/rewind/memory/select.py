@@ -58,7 +58,12 @@ def choose(cfg: LauncherConfig, threads: int | None = None) -> tuple[object, str
     if mode == "fresh":
         return fresh_backend(), None
     if mode == "inplace":
-        raise ConfigError("REWIND_MEMORY=inplace is not available in this build")
+        from rewind.memory.inplace import InplaceBackend, available
+
+        ok, why = available()
+        if not ok:
+            raise ConfigError(f"REWIND_MEMORY=inplace is not available: {why}")
+        return InplaceBackend(), None
     return NoneBackend(), (
         "REWIND_MEMORY=none: requests share one process, so each can read what earlier "
         "requests left behind. This is the insecure baseline, for comparison only."
