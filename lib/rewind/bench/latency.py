@@ -13,6 +13,8 @@ import http.client
 import json
 import os
 import statistics
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -188,7 +190,10 @@ class Started:
         self.metrics_path = Path(f"/var/tmp/rewind-bench-metrics-{free_port()}-{os.getpid()}.jsonl")
         env = {"REWIND_METRICS_FILE": str(self.metrics_path)} if metrics else {}
         self.opts = serve_options(case, mode, files, env)
-        self.rt = LocalRuntime(self.opts)
+        # The action's output and sentinels are not ours to print; stderr is kept for
+        # error messages (closed in __exit__).
+        self.log = tempfile.TemporaryFile(prefix="rewind-bench-log-", dir="/var/tmp")  # noqa: SIM115
+        self.rt = LocalRuntime(self.opts, stdout=subprocess.DEVNULL, stderr=self.log)
         self.init_ms = 0.0
         self.body = run_body(case.params)
 
@@ -200,24 +205,45 @@ class Started:
             init = self.rt.client.init(source, env=SINGLE_THREADED)
             self.init_ms = (time.perf_counter() - t0) * 1000
             if init.status != 200:
-                raise RuntimeError(f"{self.case.name}/{self.mode}: /init failed: {init.body!r}")
+                raise RuntimeError(
+                    f"{self.case.name}/{self.mode}: /init failed: {init.body!r}; "
+                    f"log: {self.log_tail()}"
+                )
         except BaseException:
             self.rt.stop()
+            self.log.close()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.rt.stop()
+        self.log.close()
         self.metrics_path.unlink(missing_ok=True)
+
+    def log_tail(self, size: int = 600) -> str:
+        """The end of the runtime's stderr."""
+        self.log.flush()
+        self.log.seek(max(0, self.log.seek(0, os.SEEK_END) - size))
+        return self.log.read().decode("utf-8", "replace")
 
     @property
     def port(self) -> int:
         """The proxy's loopback port."""
         return self.opts.port
 
-    def memory(self) -> tuple[int, int]:
-        """RSS and PSS (KiB) of the proxy's whole process tree."""
-        return tree_memory(self.rt.proc.pid)
+    def memory(self, samples: int = 5) -> tuple[int, int]:
+        """RSS and PSS (KiB) of the proxy's whole process tree, idle between requests.
+
+        Waits for the after-reply work (the next standby) to finish, then takes the
+        median of a few samples: a single one can miss a standby still being forked.
+        """
+        time.sleep(0.3)
+        taken = []
+        for _ in range(samples):
+            taken.append(tree_memory(self.rt.proc.pid))
+            time.sleep(0.05)
+        taken.sort(key=lambda rp: rp[1])
+        return taken[len(taken) // 2]
 
     def metrics(self) -> list[dict[str, float]]:
         """The launcher's per-request rewind timings so far."""
@@ -245,6 +271,8 @@ def measure(
         try:
             warm = [client.timed(st.body) for _ in range(warmup)]
             lat = [client.timed(st.body) for _ in range(requests)]
+        except RuntimeError as exc:
+            raise RuntimeError(f"{case.name}/{mode}: {exc}; log: {st.log_tail()}") from None
         finally:
             client.close()
         rss, pss = st.memory()

@@ -53,9 +53,9 @@ class Plan:
     quick: bool
     cases: list[Case]
     modes: tuple[str, ...] = MODES
-    warm_requests: int = 1000
-    fresh_requests: int = 60
-    loop_s: float = 3.0
+    warm_requests: int = 300
+    fresh_requests: int = 30
+    loop_s: float = 2.0
     files_cases: list[Case] = field(default_factory=lambda: list(FILES_CASES))
     container_cases: list[str] = field(default_factory=lambda: ["hello", "float"])
     container_requests: int = 20
@@ -81,7 +81,13 @@ class Plan:
                 mixed_s=4.0,
             )
         else:
-            plan = cls(quick=False, cases=list(FULL_CASES))
+            plan = cls(
+                quick=False,
+                cases=list(FULL_CASES),
+                warm_requests=300,
+                fresh_requests=30,
+                loop_s=2.0,
+            )
         if quick and not with_container:
             plan.container_cases = []
         return plan
