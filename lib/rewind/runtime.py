@@ -11,6 +11,7 @@ import base64
 import http.client
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -188,9 +189,38 @@ def serve_command(opts: ServeOptions, workdir: str) -> tuple[list[str], dict[str
                 "private /tmp in its own mount namespace; run the image, or use --files off"
             )
         unshare = shutil.which("unshare") or "/usr/bin/unshare"
-        inner = 'mount -t tmpfs -o mode=1777 rewind-tmp /tmp && exec "$@"'
+        inner = private_tmp_script(workdir, [str(_REPO_PROXY.parents[1]), sys.prefix, cmd[0]])
         cmd = [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", inner, "sh", *cmd]
     return cmd, env
+
+
+def private_tmp_script(workdir: str, needed: list[str]) -> str:
+    """Shell run in a new mount namespace: an empty tmpfs on /tmp, then exec "$@".
+
+    Paths the runtime itself needs (a checkout, a virtualenv) that live under /tmp are
+    bind-mounted back into the new /tmp; the file engine skips mount points, so they
+    are never rewound.
+    """
+    keep: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in needed}):
+        if path.startswith("/tmp/") and not any(path.startswith(k + "/") for k in keep):
+            keep.append(path)
+    keep = [os.path.dirname(p) if os.path.isfile(p) else p for p in keep]
+    stash = os.path.join(workdir, "host-tmp")
+    lines = ["set -e"]
+    if keep:
+        lines += [f"mkdir -p {shlex.quote(stash)}", f"mount --bind /tmp {shlex.quote(stash)}"]
+    lines.append("mount -t tmpfs -o mode=1777 rewind-tmp /tmp")
+    for path in keep:
+        inside = os.path.join(stash, os.path.relpath(path, "/tmp"))
+        lines += [
+            f"mkdir -p {shlex.quote(path)}",
+            f"mount --bind {shlex.quote(inside)} {shlex.quote(path)}",
+        ]
+    if keep:
+        lines.append(f"umount -l {shlex.quote(stash)}")
+    lines.append('exec "$@"')
+    return "\n".join(lines)
 
 
 class LocalRuntime:

@@ -242,7 +242,8 @@ def capture(root: str, store_dir: str) -> Snapshot:
     frames = {_Frame(root_fd)}
     top = next(iter(frames))
     try:
-        snap._set(_entry("", os.fstat(root_fd)))
+        root_st = os.fstat(root_fd)
+        snap._set(_entry("", root_st))
         stack: list[tuple[_Frame | None, str, str]] = [(None, "", "")]
         while stack:
             parent, name, path = stack.pop()
@@ -250,6 +251,8 @@ def capture(root: str, store_dir: str) -> Snapshot:
             subdirs: list[tuple[_Frame | None, str, str]] = []
             with os.scandir(frame.fd) as it:
                 for de in it:
+                    if _foreign_mount(de, root_st.st_dev):
+                        continue
                     child = _join(path, de.name)
                     st = de.stat(follow_symlinks=False)
                     snap._set(_capture_one(snap.store, frame.fd, de.name, child, st))
@@ -303,7 +306,8 @@ def diff(snapshot: Snapshot, root: str, *, stats: ScanStats | None = None) -> It
     frames = {top}
     try:
         root_entry = snapshot.entries[""]
-        if _sig(os.fstat(root_fd)) != root_entry.sig:
+        root_st = os.fstat(root_fd)
+        if _sig(root_st) != root_entry.sig:
             yield Change(ChangeKind.MODIFY, "", root_entry)
         stack: list[Change | tuple[_Frame | None, str, str]] = [(None, "", "")]
         while stack:
@@ -313,7 +317,7 @@ def diff(snapshot: Snapshot, root: str, *, stats: ScanStats | None = None) -> It
                 continue
             parent, name, path = item
             frame = top if parent is None else _enter(parent, name, frames)
-            items = _diff_dir(snapshot, frame, path, scan)
+            items = _diff_dir(snapshot, frame, path, scan, root_st.st_dev)
             _leave_if_done(frame, frames)
             items.reverse()
             stack.extend(items)
@@ -323,11 +327,20 @@ def diff(snapshot: Snapshot, root: str, *, stats: ScanStats | None = None) -> It
         _close_frames(frames)
 
 
+def _foreign_mount(de: os.DirEntry[str], dev: int) -> bool:
+    """A directory on another filesystem: a mount point, left alone like ``find -xdev``.
+
+    Only root can mount, so the function cannot use this to hide its writes; it keeps
+    what an operator mounted inside a protected tree from being snapshotted or removed.
+    """
+    return de.is_dir(follow_symlinks=False) and de.stat(follow_symlinks=False).st_dev != dev
+
+
 def _diff_dir(
-    snapshot: Snapshot, frame: _Frame, path: str, scan: ScanStats
+    snapshot: Snapshot, frame: _Frame, path: str, scan: ScanStats, dev: int
 ) -> list[Change | tuple[_Frame | None, str, str]]:
     with os.scandir(frame.fd) as it:
-        live = {de.name: de for de in it}
+        live = {de.name: de for de in it if not _foreign_mount(de, dev)}
     old = snapshot.children.get(path, {})
     if live.keys() == old.keys():
         names = snapshot.sorted_names(path)
