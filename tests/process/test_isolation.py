@@ -184,7 +184,7 @@ def test_a_relay_thread_on_stdin_cannot_read_the_next_request(serve, memory, tmp
 
 # Only the rewinding backends: under `none` a leftover process and the launcher race for
 # the same pipe, so that attack succeeds only sometimes (the relay above always does).
-@pytest.mark.parametrize("rewinding", ["fork", "fresh"])
+@pytest.mark.parametrize("rewinding", ["fork", "fresh", "inplace"])
 def test_a_leftover_process_cannot_read_the_next_request(serve, rewinding, tmp_path):
     assert not _steal(serve, rewinding, "daemon", tmp_path)
 

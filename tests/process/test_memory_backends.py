@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -89,17 +90,31 @@ def test_auto_on_this_stock_kernel_uses_fork(serve):
     assert rt.run({"secret": "b"}).json()["seen"] == ["b"]
 
 
-@pytest.mark.parametrize("memory", ["none", "fork"])
+def _launcher_mappings(rt) -> int:
+    """Lines of /proc/<pid>/maps of the launcher (the proxy's child)."""
+    proxy = rt.rt.proc.pid
+    children = []
+    for tid in os.listdir(f"/proc/{proxy}/task"):
+        with open(f"/proc/{proxy}/task/{tid}/children") as fh:
+            children.extend(int(p) for p in fh.read().split())
+    (launcher,) = children
+    with open(f"/proc/{launcher}/maps") as fh:
+        return len(fh.readlines())
+
+
+@pytest.mark.parametrize("memory", ["none", "fork", "inplace"])
 def test_soak_two_thousand_requests_stay_clean_with_flat_memory(serve, memory):
     rt = start(serve, "leaks_global_state", memory=memory)
     for i in range(50):
         rt.run({"secret": i})
     before = rt.tree_memory_kib()
+    maps_before = _launcher_mappings(rt)
     dirty = 0
     for i in range(2000):
         seen = rt.run({"secret": i}).json()["seen"]
         dirty += seen != [i]
     after = rt.tree_memory_kib()
+    maps_after = _launcher_mappings(rt)
     print(
         f"\n{memory}: tree RSS {before['rss']} -> {after['rss']} KiB, "
         f"PSS {before['pss']} -> {after['pss']} KiB"
@@ -110,3 +125,5 @@ def test_soak_two_thousand_requests_stay_clean_with_flat_memory(serve, memory):
     assert dirty == 0
     assert after["rss"] - before["rss"] < 8 * 1024
     assert after["pss"] - before["pss"] < 8 * 1024
+    if memory == "inplace":
+        assert maps_after == maps_before, (maps_before, maps_after)
