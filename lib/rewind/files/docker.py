@@ -300,10 +300,10 @@ class DockerDriver:
                     os.path.join(self.snapshot_dir, cid),
                     self.config.max_bytes,
                 )
-            except SnapshotError:
+            except SnapshotError as exc:
                 state.counts["errors"] += 1
                 shutil.rmtree(os.path.join(self.snapshot_dir, cid), ignore_errors=True)
-                raise
+                raise _in_container(exc, merged_hint(exc)) from None
             if state.gone:  # the container died while we copied
                 snap.discard()
                 raise DriverError("checkpoint", "the container stopped during the checkpoint")
@@ -328,12 +328,16 @@ class DockerDriver:
             if state.snapshot is None:
                 state.counts["errors"] += 1
                 raise DriverError("rewind", "no checkpoint has been taken for this container")
+            merged = state.snapshot.merged
             try:
-                _check_mounted(state.snapshot.merged, "rewind")
+                _check_mounted(merged, "rewind")
                 metrics = state.snapshot.rewind().as_dict()
-            except SnapshotError:
+            except SnapshotError as exc:
                 state.counts["errors"] += 1
-                raise
+                raise _in_container(exc, merged) from None
+            except Exception as exc:
+                state.counts["errors"] += 1
+                raise DriverError("rewind", f"internal error: {exc!r}") from exc
             state.counts["rewinds"] += 1
             state.entries = len(state.snapshot.snap.entries)
             state.last = metrics
@@ -426,6 +430,19 @@ class DockerDriver:
             self.forget(cid, died=False)
         with contextlib.suppress(Exception):
             self.client.close()
+
+
+def merged_hint(exc: SnapshotError) -> str:
+    """The host path of the merged dir named in an error message ("" when none)."""
+    match = re.search(r"/\S*/merged", exc.message)
+    return match.group(0) if match else ""
+
+
+def _in_container(exc: SnapshotError, merged: str) -> DriverError:
+    """The same error with the host path of the container's root hidden (the reply goes
+    to the container): ``merged at 'tmp/x'`` becomes ``container:/ at 'tmp/x'``."""
+    message = exc.message.replace(merged, "container:/") if merged else exc.message
+    return DriverError(exc.op, message)
 
 
 def _check_mounted(merged: str, op: str) -> None:

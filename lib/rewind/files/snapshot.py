@@ -630,6 +630,11 @@ class _Applier:
                 st = os.stat(name, dir_fd=self.dir_fd(parent), follow_symlinks=False)
             else:
                 st = os.fstat(self.root_fd)
+            if stat.S_IFMT(st.st_mode) != stat.S_IFMT(entry.st_mode):
+                # Replaced by a concurrent writer since it was restored: keep the old
+                # record, so the next diff sees the change (a link must never be
+                # recorded as a link without a target).
+                continue
             self.snap._set(
                 replace(
                     entry,

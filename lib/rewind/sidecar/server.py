@@ -221,6 +221,10 @@ class SidecarServer:
             msg = f"{req.op} failed: {exc.message if same_op else exc}"  # type: ignore[union-attr]
             self._say(msg)
             return error_reply(req.id, req.op, msg)
+        except Exception as exc:  # a bug must still get its one reply, and fail closed
+            msg = f"{req.op} failed: internal error: {exc!r}"
+            self._say(msg)
+            return error_reply(req.id, req.op, msg)
         if self.config.debug and req.op != "status":
             parts = " ".join(
                 f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
