@@ -58,6 +58,7 @@ struct rw_pm_scan_arg {
 };
 
 #define RW_PAGEMAP_SCAN _IOWR('f', 16, struct rw_pm_scan_arg)
+#define RW_PM_SCAN_WP_MATCHING (1ULL << 0)
 #define RW_PM_SCAN_CHECK_WPASYNC (1ULL << 1)
 #define RW_PAGE_IS_WPALLOWED (1ULL << 0)
 #define RW_PAGE_IS_WRITTEN (1ULL << 1)
@@ -419,15 +420,28 @@ static void restore_range(uintptr_t a, uintptr_t b) {
         S->pages_copied += (stop - a) / (uintptr_t)page_size;
         a = stop;
     }
-    int rc = uffd_protect(from, b);
-    if (rc < 0)
-        die("re-protecting restored pages", -rc);
+    (void)from;
     S->ranges++;
+}
+
+/* Re-protect every written page of [a, b) in one walk (after the copy-back). */
+static void reprotect(uintptr_t a, uintptr_t b) {
+    struct rw_pm_scan_arg arg = {
+        .size = sizeof arg,
+        .flags = RW_PM_SCAN_WP_MATCHING | RW_PM_SCAN_CHECK_WPASYNC,
+        .start = a,
+        .end = b,
+        .category_mask = RW_PAGE_IS_WRITTEN,
+        .return_mask = RW_PAGE_IS_WRITTEN,
+    };
+    if (ioctl(S->pagemap_fd, RW_PAGEMAP_SCAN, &arg) < 0)
+        die("re-protecting restored pages", errno);
 }
 
 /* Scan one unit; returns 0, or -EPERM when a mapping in it is not registered. */
 static int restore_unit(const struct unit *u) {
     uintptr_t pos = u->start;
+    unsigned long before = S->ranges;
     while (pos < u->end) {
         struct rw_pm_scan_arg arg = {
             .size = sizeof arg,
@@ -457,6 +471,8 @@ static int restore_unit(const struct unit *u) {
             break; /* the output buffer is not full: the walk is complete */
         pos = S->vec[got - 1].end;
     }
+    if (S->ranges != before)
+        reprotect(u->start, u->end);
     return 0;
 }
 
