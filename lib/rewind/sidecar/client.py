@@ -35,6 +35,7 @@ class SidecarClient:
         self._sock: socket.socket | None = None
         self._reader: LineReader | None = None
         self._next_id = 0
+        self.sockaddr: str | tuple[str, int] = ""
         self._inherited = address.startswith("fd:")
         if self._inherited:
             fd = address[3:]
