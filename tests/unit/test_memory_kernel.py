@@ -12,6 +12,7 @@ import pytest
 from rewind.launcher.errors import FailClosed
 from rewind.launcher.protocol import LineReader
 from rewind.memory.base import ServeContext
+from rewind.memory import kernel as kernel_mod
 from rewind.memory.kernel import KernelBackend, RewindSyscalls
 
 
@@ -47,6 +48,14 @@ class RecordingFiles:
 
     def fileno(self):
         return None
+
+
+@pytest.fixture(autouse=True)
+def _no_reaping_in_pytest(monkeypatch):
+    # The backend makes its process a subreaper and kills its children; in pytest's
+    # own process that would reach other tests' processes, so record instead.
+    monkeypatch.setattr(kernel_mod, "become_subreaper", lambda: None)
+    monkeypatch.setattr(kernel_mod, "kill_descendants", lambda: 0)
 
 
 def _serve(kernel, requests, files=None):

@@ -59,11 +59,15 @@ def exited_line(detail: str) -> bytes:
     return error_line(detail, rewind_status="exited")
 
 
-def serve_one_in_process(ctx: ServeContext, *, catch_exit: bool) -> bool:
+def serve_one_in_process(
+    ctx: ServeContext, *, catch_exit: bool, before_reply: Callable[[], None] | None = None
+) -> bool:
     """Serve one request in this process; False at EOF.
 
     With ``catch_exit`` an action's SystemExit answers the request as "exited" and
     the process goes on; without it the exit propagates, as upstream's launcher does.
+    ``before_reply`` runs before the result is written: the proxy sends the next request
+    as soon as it has the reply, so whatever the request started must be gone by then.
     """
     line = ctx.reader.read_line()
     if line is None:
@@ -76,6 +80,8 @@ def serve_one_in_process(ctx: ServeContext, *, catch_exit: bool) -> bool:
             raise
         out = exited_line("The action exited before returning a result.")
     del line
+    if before_reply is not None:
+        before_reply()
     write_all(ctx.result_fd, out)
     return True
 

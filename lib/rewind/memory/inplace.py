@@ -78,12 +78,20 @@ class InplaceBackend:
                 pages=stats["pages_copied"],
                 recreated=stats["recreated"],
             )
-        if not serve_one_in_process(ctx, catch_exit=True):
+
+        def quiesce() -> None:
+            # Threads and processes the request left share this process's stdin: they
+            # must be gone before the reply lets the proxy send the next request.
+            try:
+                ext.kill_threads(THREAD_KILL_TIMEOUT_S)
+            except OSError as exc:
+                raise FailClosed(f"in-place rewind failed: {exc}") from None
+            kill_descendants()
+
+        if not serve_one_in_process(ctx, catch_exit=True, before_reply=quiesce):
             return EXIT_OK
         ctx.rewind_files()
         try:
-            ext.kill_threads(THREAD_KILL_TIMEOUT_S)
-            kill_descendants()
             ext.rewind()  # does not return: resumes in checkpoint() above
         except OSError as exc:
             raise FailClosed(f"in-place rewind failed: {exc}") from None

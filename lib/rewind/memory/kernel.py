@@ -13,7 +13,8 @@ from typing import Protocol
 
 from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.memory.base import ServeContext, serve_one_in_process
-from rewind.memory.sysapi import raw_syscall
+from rewind.memory.fork import kill_descendants
+from rewind.memory.sysapi import become_subreaper, raw_syscall
 
 SYS_CHECKPOINT = 548
 SYS_REWIND = 549
@@ -63,6 +64,7 @@ class KernelBackend:
 
     def serve(self, ctx: ServeContext) -> int:
         """Answer requests until EOF; a failed rewind fails closed."""
+        become_subreaper()
         phase = Phase.FRESH
         while True:
             try:
@@ -74,6 +76,7 @@ class KernelBackend:
                     self.calls.rewind()
             except OSError as exc:
                 raise FailClosed(f"REWIND kernel call failed: {exc}") from None
-            if not serve_one_in_process(ctx, catch_exit=True):
+            # Processes the request started would share stdin with the next request.
+            if not serve_one_in_process(ctx, catch_exit=True, before_reply=kill_descendants):
                 return EXIT_OK
             ctx.rewind_files()
