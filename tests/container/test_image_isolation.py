@@ -251,9 +251,10 @@ def test_extra_result_lines_cannot_forge_later_results(start, mode):
         assert warm.result({"n": 4}) == {"own": 4}
 
 
-def test_killing_the_snapshot_process_costs_at_most_one_request(start):
+@pytest.mark.parametrize("op", ["kill", "term"])
+def test_killing_the_snapshot_process_costs_at_most_one_request(start, op):
     warm = start("kills_snapshot", "rewind")
-    killed = warm.post({"op": "kill"})
+    killed = warm.post({"op": op})
     assert killed.status in (200, 400), killed
     # The runtime itself recovers in the same container ...
     for _ in range(3):
@@ -389,8 +390,7 @@ def test_a_request_exhausting_the_memory_limit_costs_only_that_request(start):
 
     # Straight to the container: the runtime answers with an error and keeps serving.
     hog = warm.post({"hog": True})
-    assert hog.status != 200 or "error" in hog.json(), hog
-    assert "error" in hog.json(), hog
+    assert hog.status in (200, 400) and "error" in hog.json(), hog
     if kills is not None:
         assert host_oom_kills(warm.container) > kills  # the kernel's OOM killer did act
     # The snapshot survived: the next request runs in the same import of the action.
