@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,12 @@ class Served:
         return pids
 
     def tree_memory_kib(self) -> dict[str, int]:
-        """RSS and PSS of the whole process tree, in KiB."""
+        """RSS and PSS of the whole process tree, in KiB, once it is idle.
+
+        The next standby request process is forked just after a reply: wait for it, so
+        two samples see the same set of processes.
+        """
+        time.sleep(0.3)
         total = {"rss": 0, "pss": 0}
         for pid in self.tree_pids():
             try:
