@@ -111,7 +111,17 @@ def machine() -> dict[str, Any]:
         "cpu": cpu or platform.processor(),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "load at start": _loadavg(),
     }
+
+
+def _loadavg() -> str:
+    """The 1-minute load average: other work on the machine skews every figure."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return fh.read().split()[0]
+    except OSError:
+        return "?"
 
 
 def execute(plan: Plan) -> report.Run:
@@ -160,6 +170,14 @@ def execute(plan: Plan) -> report.Run:
         except Exception as exc:
             run.notes.append(f"mixed trace / {mode} failed: {exc}")
             _progress(f"  failed: {exc}")
+    # The load at the end includes the suite's own work; the load at start does not.
+    run.machine["load at end"] = _loadavg()
+    if float(run.machine["load at start"].replace("?", "0")) > 0.7:
+        run.notes.append(
+            f"other work was running on the machine (load average {run.machine['load at start']} "
+            "before the suite started): absolute figures and tails are inflated; compare "
+            "modes within the run"
+        )
     return run
 
 
