@@ -46,9 +46,11 @@ test-container: dev image
 test: lint test-go test-py test-container
 
 bench-quick: dev
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
 	$(VENV)/bin/rewind bench --quick
 
 bench: dev
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
 	$(VENV)/bin/rewind bench
 
 clean:

@@ -11,8 +11,8 @@ import pytest
 
 from rewind.launcher.errors import FailClosed
 from rewind.launcher.protocol import LineReader
-from rewind.memory.base import ServeContext
 from rewind.memory import kernel as kernel_mod
+from rewind.memory.base import ServeContext
 from rewind.memory.kernel import KernelBackend, RewindSyscalls
 
 
