@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,37 @@ def test_soak_two_thousand_requests_stay_clean_with_flat_memory(serve, memory, c
     assert after["pss"] - before["pss"] < 8 * 1024
     if memory == "inplace":
         assert maps_after == maps_before, (maps_before, maps_after)
+
+
+def _metric_rows(path):
+    import json
+
+    return [json.loads(x) for x in path.read_text().splitlines() if x]
+
+
+def test_prefaulting_keeps_requests_clean_and_takes_their_faults_off_the_request(serve, tmp_path):
+    """With REWIND_PREFAULT=on the standby writes the pages recent requests wrote."""
+    results = {}
+    for prefault in ("off", "on"):
+        metrics = tmp_path / f"metrics-{prefault}.jsonl"
+        rt = serve(
+            memory="fork",
+            env={"REWIND_PREFAULT": prefault, "REWIND_METRICS_FILE": str(metrics)},
+        )
+        source = (Path(__file__).parents[2] / "bench" / "workloads" / "bigheap.py").read_text()
+        assert rt.client.init(source).status == 200
+        for _ in range(24):
+            time.sleep(0.05)  # the standby prefaults between requests
+            assert rt.run({"pages": 500}).json() == {"pages": 500}
+        rt.rt.stop()
+        faults = [r["request_faults"] for r in _metric_rows(metrics)[10:]]
+        results[prefault] = sorted(faults)[len(faults) // 2]
+    print(f"\nrequest page faults: prefault off {results['off']}, on {results['on']}")
+    assert results["off"] >= 500
+    assert results["on"] < results["off"] / 4
+
+
+def test_prefaulting_does_not_leak_between_requests(serve):
+    rt = start(serve, "leaks_global_state", memory="fork", env={"REWIND_PREFAULT": "on"})
+    for i in range(20):
+        assert rt.run({"secret": i}).json()["seen"] == [i]

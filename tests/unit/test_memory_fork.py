@@ -77,6 +77,6 @@ def test_failures_are_described_without_request_data(outcome, text, exited):
 
 
 def test_started_message_round_trips():
-    assert decode_started(encode_started(1700000000.5)) == (True, 1700000000.5)
-    assert decode_started(encode_started(None)) == (True, None)
-    assert decode_started(b"") == (False, None)
+    assert decode_started(encode_started(1700000000.5, 42)) == (True, 1700000000.5, 42)
+    assert decode_started(encode_started(None)) == (True, None, 0)
+    assert decode_started(b"") == (False, None, 0)

@@ -38,6 +38,7 @@ class LauncherConfig:
     kernel: str = ""  # REWIND_KERNEL, set by the proxy's rewindable helper
     wait_for_ack: bool = False
     debug: bool = False
+    prefault: bool = False  # REWIND_PREFAULT: fork standbys write recently written pages
     metrics_file: str = ""  # REWIND_METRICS_FILE: per-request rewind timings (benchmarks)
 
     @classmethod
@@ -73,4 +74,5 @@ class LauncherConfig:
             wait_for_ack=bool(environ.get("__OW_WAIT_FOR_ACK", "")),
             debug=bool(environ.get("REWIND_DEBUG", "") or environ.get("OW_DEBUG", "")),
             metrics_file=environ.get("REWIND_METRICS_FILE", ""),
+            prefault=_choice(environ, "REWIND_PREFAULT", ("off", "on"), "off") == "on",
         )

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
 import sys
 import traceback
+from array import array
 from typing import NoReturn
 
 from rewind.launcher import errors
@@ -25,25 +27,28 @@ from rewind.launcher.action import (
     run_request,
 )
 from rewind.launcher.protocol import LineReader, write_all
-from rewind.memory import sysapi
+from rewind.memory import prefault, sysapi
 
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def encode_started(deadline: float | None) -> bytes:
-    """The "started" message sent on the status pipe."""
-    return b"S" + (repr(deadline).encode() if deadline is not None else b"-") + b"\n"
+def encode_started(deadline: float | None, faults: int = 0) -> bytes:
+    """The "started" message: deadline (epoch s, or -) and page faults taken so far."""
+    dl = repr(deadline).encode() if deadline is not None else b"-"
+    return b"S" + dl + b" " + str(faults).encode() + b"\n"
 
 
-def decode_started(msg: bytes) -> tuple[bool, float | None]:
-    """(started, deadline in epoch seconds) from a status-pipe message."""
+def decode_started(msg: bytes) -> tuple[bool, float | None, int]:
+    """(started, deadline in epoch seconds, faults before the request) from a message."""
     if not msg.startswith(b"S"):
-        return False, None
-    body = msg[1:].split(b"\n", 1)[0]
+        return False, None, 0
+    fields = msg[1:].split(b"\n", 1)[0].split(b" ")
     try:
-        return True, float(body) if body != b"-" else None
+        deadline = float(fields[0]) if fields[0] != b"-" else None
     except ValueError:
-        return True, None
+        deadline = None
+    faults = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+    return True, deadline, faults
 
 
 def harden(close_fds: list[int]) -> None:
@@ -80,18 +85,31 @@ def prewarm() -> None:
 
 
 def serve_one(
-    reader: LineReader, main: ActionMain, memfd: int, status_fd: int, close_fds: list[int]
+    reader: LineReader,
+    main: ActionMain,
+    memfd: int,
+    status_fd: int,
+    close_fds: list[int],
+    prefault_pages: array | None = None,
+    learn_fd: int | None = None,
 ) -> NoReturn:
-    """Run one request and exit; never returns (request process)."""
+    """Run one request and exit; never returns (request process).
+
+    ``prefault_pages`` are written before the request arrives; with ``learn_fd`` the
+    pages this process wrote are listed there once its result is written.
+    """
     code = errors.CHILD_INTERNAL_ERROR
     try:
         harden(close_fds)
         prewarm()
+        if prefault_pages:
+            prefault.touch(prefault_pages)
         line = reader.read_line()
         if line is None:
             code = errors.CHILD_STDIN_EOF
             return  # the finally clause exits
-        write_all(status_fd, encode_started(deadline_of(line)))
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        write_all(status_fd, encode_started(deadline_of(line), faults))
         os.close(status_fd)
         # The action gets no handle on the request stream: the next request is not ours.
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -105,6 +123,8 @@ def serve_one(
         del line
         write_all(memfd, out)
         code = errors.CHILD_RESULT_WRITTEN
+        if learn_fd is not None:
+            prefault.save(learn_fd, prefault.written_pages())
     except BaseException:
         traceback.print_exc(file=sys.stderr)
     finally:

@@ -18,6 +18,7 @@ import select
 import signal
 import sys
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,14 +26,25 @@ from rewind.launcher import errors
 from rewind.launcher.action import error_line
 from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.launcher.protocol import write_all
-from rewind.memory import sysapi
+from rewind.memory import prefault, sysapi
 from rewind.memory.base import ServeContext, exited_line
 from rewind.memory.child import decode_started, serve_one
 
 # How long descendants of a finished request may take to die before we fail closed.
 KILL_TIMEOUT_S = 5.0
 
-Spawner = Callable[[ServeContext, int, int], int]
+
+@dataclass
+class Standby:
+    """The descriptors and hints a new request process starts with."""
+
+    memfd: int  # where it writes its result line
+    status_w: int  # where it says it started, and its deadline
+    prefault_pages: array | None = None  # pages to write before the request arrives
+    learn_fd: int | None = None  # where to list the pages it wrote, when learning
+
+
+Spawner = Callable[[ServeContext, Standby], int]
 
 
 @dataclass
@@ -42,6 +54,7 @@ class Outcome:
     started: bool
     status: int  # waitpid status
     timed_out: bool = False
+    request_faults: int = 0  # page faults the request process took after its request came
 
     @property
     def eof(self) -> bool:
@@ -144,7 +157,7 @@ def describe_failure(outcome: Outcome) -> bytes:
     return exited_line(f"The action's process exited with code {code}.")
 
 
-def fork_spawner(ctx: ServeContext, memfd: int, status_w: int) -> int:
+def fork_spawner(ctx: ServeContext, sb: Standby) -> int:
     """Fork a standby request process from this snapshot (fork backend)."""
     close = [ctx.result_fd]
     hook_fd = ctx.files.fileno() if ctx.files is not None else None
@@ -153,12 +166,15 @@ def fork_spawner(ctx: ServeContext, memfd: int, status_w: int) -> int:
             close.append(fd)
     pid = os.fork()
     if pid == 0:
-        serve_one(ctx.reader, ctx.main, memfd, status_w, close)
+        serve_one(
+            ctx.reader, ctx.main, sb.memfd, sb.status_w, close, sb.prefault_pages, sb.learn_fd
+        )
     return pid
 
 
-def fresh_spawner(ctx: ServeContext, memfd: int, status_w: int) -> int:
+def fresh_spawner(ctx: ServeContext, sb: Standby) -> int:
     """Start a new interpreter that loads the action and serves one request."""
+    memfd, status_w = sb.memfd, sb.status_w
     os.set_inheritable(memfd, True)
     os.set_inheritable(status_w, True)
     argv = [
@@ -180,9 +196,12 @@ def fresh_spawner(ctx: ServeContext, memfd: int, status_w: int) -> int:
 class SnapshotProcess:
     """The fork/fresh serve loop (runs in the launcher after the checkpoint)."""
 
-    def __init__(self, name: str, spawner: Spawner) -> None:
+    def __init__(self, name: str, spawner: Spawner, prefault: bool = False) -> None:
         self.name = name
         self.spawner = spawner
+        self.prefault = prefault
+        self.hints: array | None = None  # pages recent requests wrote (addresses only)
+        self.served = 0
 
     def serve(self, ctx: ServeContext) -> int:
         """Answer requests through request processes until the proxy closes stdin."""
@@ -192,12 +211,13 @@ class SnapshotProcess:
         gc.freeze()  # keep collector writes off the pages children share
         replied_at: float | None = None
         files_ms = 0.0
+        request_faults = 0
 
         def standby_ready() -> None:
             # Rewind work between the last reply and the next standby being ready.
             if replied_at is not None and ctx.metrics_fd is not None:
                 after = (time.perf_counter() - replied_at) * 1000
-                ctx.record(after_reply_ms=after, files_ms=files_ms)
+                ctx.record(after_reply_ms=after, files_ms=files_ms, request_faults=request_faults)
 
         while True:
             outcome, memfd = self._run_one(ctx, standby_ready)
@@ -218,6 +238,7 @@ class SnapshotProcess:
                     write_all(ctx.result_fd, describe_failure(outcome))
             finally:
                 os.close(memfd)
+            request_faults = outcome.request_faults
             replied_at = time.perf_counter()
             ctx.rewind_files()
             files_ms = (time.perf_counter() - replied_at) * 1000
@@ -225,8 +246,12 @@ class SnapshotProcess:
     def _run_one(self, ctx: ServeContext, on_standby: Callable[[], None]) -> tuple[Outcome, int]:
         memfd = os.memfd_create("rewind-result")
         status_r, status_w = os.pipe()
+        learn_fd = None
+        if self.prefault and self.served % prefault.LEARN_EVERY == 0:
+            learn_fd = os.memfd_create("rewind-pages")
+        sb = Standby(memfd, status_w, self.hints if self.prefault else None, learn_fd)
         try:
-            pid = self.spawner(ctx, memfd, status_w)
+            pid = self.spawner(ctx, sb)
         finally:
             os.close(status_w)
         on_standby()
@@ -237,26 +262,35 @@ class SnapshotProcess:
             os.close(pidfd)
             os.close(status_r)
         kill_descendants()
+        if outcome.started:
+            self.served += 1
+        if learn_fd is not None:
+            if outcome.started and not outcome.timed_out:
+                learned = prefault.load(learn_fd)
+                if learned:
+                    self.hints = learned
+            os.close(learn_fd)
         return outcome, memfd
 
     def _supervise(self, pid: int, pidfd: int, status_r: int) -> Outcome:
-        started, deadline = False, None
+        started, deadline, faults_before = False, None, 0
         ready = _poll_readable([status_r, pidfd], None)
         if status_r in ready:
-            started, deadline = decode_started(os.read(status_r, 64))
+            started, deadline, faults_before = decode_started(os.read(status_r, 64))
         timed_out = False
         if started:
             timeout = None if deadline is None else deadline - time.time()
             if not _poll_readable([pidfd], timeout):
                 timed_out = True
                 os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        return Outcome(started=started, status=status, timed_out=timed_out)
+        _, status, usage = os.wait4(pid, 0)
+        faults = max(0, usage.ru_minflt - faults_before) if started else 0
+        return Outcome(started, status, timed_out, faults)
 
 
-def fork_backend() -> SnapshotProcess:
+def fork_backend(prefault_pages: bool = False) -> SnapshotProcess:
     """The fork backend: each request in a child forked from the snapshot."""
-    return SnapshotProcess("fork", fork_spawner)
+    return SnapshotProcess("fork", fork_spawner, prefault=prefault_pages)
 
 
 def fresh_backend() -> SnapshotProcess:

@@ -38,7 +38,7 @@ def choose(cfg: LauncherConfig, threads: int | None = None) -> tuple[object, str
         if cfg.kernel == "available":
             return KernelBackend(), None
         if threads == 1:
-            return fork_backend(), None
+            return fork_backend(cfg.prefault), None
         return fresh_backend(), (
             f"REWIND_MEMORY=auto: {threads} threads are alive at the checkpoint and fork "
             f"would lose them, so every request runs in a fresh process (slow); {THREAD_HINT}"
@@ -54,7 +54,7 @@ def choose(cfg: LauncherConfig, threads: int | None = None) -> tuple[object, str
                 f"REWIND_MEMORY=fork but {threads} threads are alive at the checkpoint; "
                 f"fork would silently lose them. {THREAD_HINT}, or use REWIND_MEMORY=auto"
             )
-        return fork_backend(), None
+        return fork_backend(cfg.prefault), None
     if mode == "fresh":
         return fresh_backend(), None
     if mode == "inplace":
