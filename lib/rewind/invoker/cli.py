@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
+from rewind.cli import parse_param
 from rewind.invoker.emulator import DEFAULT_DOCKER, ActionSpec, Activation, Invoker, InvokerError
 
 # Runtime settings forwarded to the container as REWIND_* environment variables.
@@ -22,17 +22,6 @@ _RUNTIME_OPTIONS = {
     "checkpoint": "REWIND_CHECKPOINT",
     "warmup": "REWIND_WARMUP",
 }
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    """``k=v``: v as JSON when it parses, else as a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(raw)
-    except ValueError:
-        return key, raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--param",
         "-p",
         action="append",
-        type=_key_value,
+        type=parse_param,
         default=[],
         metavar="K=V",
         help="a parameter (V parsed as JSON when it parses)",
@@ -54,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--env",
         "-e",
         action="append",
-        type=_key_value,
+        type=parse_param,
         default=[],
         metavar="K=V",
         help="an init env variable of the action",
