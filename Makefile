@@ -41,6 +41,7 @@ image:
 	@scripts/build-image.sh
 
 test-container: dev image
+	@scripts/ensure-gradle.sh
 	$(PY) -m pytest tests/container -q $(PYTEST_ARGS)
 
 test: lint test-go test-py test-container
