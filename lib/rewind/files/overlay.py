@@ -41,6 +41,7 @@ from rewind.files.snapshot import (
     _entry,
     _Frame,
     _leave_if_done,
+    _sig,
     apply,
 )
 from rewind.files.store import Store
@@ -507,18 +508,6 @@ class OverlaySnapshot:
         metrics.scanned = scanned
         metrics.ms = (time.perf_counter() - start) * 1000
         return metrics
-
-
-def _sig(st: os.stat_result) -> tuple[int, int, int, int, int, int, int]:
-    return (
-        st.st_mode,
-        st.st_uid,
-        st.st_gid,
-        st.st_size,
-        st.st_ino,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-    )
 
 
 def _order(change: Change) -> list[str]:
