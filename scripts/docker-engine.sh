@@ -18,13 +18,24 @@ die() { echo "docker-engine.sh: $*" >&2; exit 1; }
 
 engine_answers() { [ -x "$DOCKER" ] && "$DOCKER" info >/dev/null 2>&1; }
 
-# True when a dockerd process exists (without pgrep: procps is not always installed).
+# True when a live dockerd process exists (without pgrep: procps is not always
+# installed). A SIGKILLed engine can linger as a zombie for a while: that one is dead.
 dockerd_running() {
-    local comm
+    local comm dir state
     for comm in /proc/[0-9]*/comm; do
-        [ "$(cat "$comm" 2>/dev/null)" = dockerd ] && return 0
+        [ "$(cat "$comm" 2>/dev/null)" = dockerd ] || continue
+        dir="${comm%/comm}"
+        state="$(sed -e 's/.*) //' "$dir/stat" 2>/dev/null | cut -d' ' -f1)"
+        [ -n "$state" ] && [ "$state" != Z ] && return 0
     done
     return 1
+}
+
+start_engine() {
+    remove_stale_containerd_pidfile
+    mkdir -p "$(dirname "$LOG")"
+    # setsid: the engine must outlive this script and the shell that called it.
+    setsid dockerd >>"$LOG" 2>&1 </dev/null &
 }
 
 install_engine() {
@@ -54,15 +65,19 @@ main() {
         install_engine
     fi
     if ! dockerd_running; then
-        remove_stale_containerd_pidfile
-        mkdir -p "$(dirname "$LOG")"
-        # setsid: the engine must outlive this script and the shell that called it.
-        setsid dockerd >>"$LOG" 2>&1 </dev/null &
+        start_engine
     fi
-    local waited=0
+    local waited=0 starts=1
     until engine_answers; do
         if [ "$waited" -ge "$((TIMEOUT * 2))" ]; then
             die "Docker engine did not answer within ${TIMEOUT}s; see $LOG"
+        fi
+        # An engine that was already exiting when we looked, or that died at start
+        # (e.g. on a stale pidfile), is started again, a few times at most.
+        if ! dockerd_running && [ "$starts" -lt 3 ]; then
+            sleep 1
+            start_engine
+            starts=$((starts + 1))
         fi
         sleep 0.5
         waited=$((waited + 1))
