@@ -107,8 +107,9 @@ def test_random_state_is_not_inherited(serve, memory):
     expect_leak(memory, draw == random.Random(seed).random())
 
 
-def test_consecutive_requests_do_not_share_random_numbers(serve):
-    rt = start(serve, "fork", "leaks_random_state")
+@pytest.mark.parametrize("rewinding", ["fork", "inplace"])
+def test_consecutive_requests_do_not_share_random_numbers(serve, rewinding):
+    rt = start(serve, rewinding, "leaks_random_state")
     draws = {rt.run({}).json()["draw"] for _ in range(5)}
     assert len(draws) == 5
 

@@ -17,6 +17,7 @@ starts with the checkpoint's ``random`` state, which holds no request data.
 from __future__ import annotations
 
 import gc
+import random
 from types import ModuleType
 
 from rewind.launcher.errors import EXIT_OK, FailClosed
@@ -71,6 +72,10 @@ class InplaceBackend:
             resumed = ext.checkpoint()
         except OSError as exc:
             raise FailClosed(f"in-place checkpoint failed: {exc}") from None
+        if resumed:
+            # Every rewind returns to the same random state: draw a fresh seed, or each
+            # request would see the same "random" numbers.
+            random.seed()
         if resumed and ctx.metrics_fd is not None:
             stats = ext.stats()
             ctx.record(
