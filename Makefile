@@ -30,6 +30,7 @@ lint: dev
 	cd proxy && go vet ./...
 	$(VENV)/bin/ruff check lib tests bench
 	$(VENV)/bin/ruff format --check lib tests bench
+	$(VENV)/bin/mypy
 
 test-go: dev
 	cd proxy && go test -race -count=1 ./...

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ class KeepAliveClient:
         self.conn.close()
 
 
-def run_body(params: dict[str, Any]) -> bytes:
+def run_body(params: Mapping[str, Any]) -> bytes:
     """A /run envelope with the invoker's context keys; the same bytes every request."""
     body = {
         "value": params,

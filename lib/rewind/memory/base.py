@@ -60,7 +60,7 @@ def exited_line(detail: str) -> bytes:
 
 
 def serve_one_in_process(
-    ctx: ServeContext, *, catch_exit: bool, before_reply: Callable[[], None] | None = None
+    ctx: ServeContext, *, catch_exit: bool, before_reply: Callable[[], object] | None = None
 ) -> bool:
     """Serve one request in this process; False at EOF.
 

@@ -100,33 +100,47 @@ def serve_one(
     """
     code = errors.CHILD_INTERNAL_ERROR
     try:
-        harden(close_fds)
-        prewarm()
-        if prefault_pages:
-            prefault.touch(prefault_pages)
-        line = reader.read_line()
-        if line is None:
-            code = errors.CHILD_STDIN_EOF
-            return  # the finally clause exits
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        write_all(status_fd, encode_started(deadline_of(line), faults))
-        os.close(status_fd)
-        # The action gets no handle on the request stream: the next request is not ours.
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        try:
-            out = run_request(main, line)
-        except (SystemExit, KeyboardInterrupt):
-            code = errors.CHILD_ACTION_EXITED
-            return
-        del line
-        write_all(memfd, out)
-        code = errors.CHILD_RESULT_WRITTEN
-        if learn_fd is not None:
-            prefault.save(learn_fd, prefault.written_pages())
+        code = _serve(reader, main, memfd, status_fd, close_fds, prefault_pages, learn_fd)
     except BaseException:
         traceback.print_exc(file=sys.stderr)
     finally:
         flush_logs()
         os._exit(code)
+
+
+def _serve(
+    reader: LineReader,
+    main: ActionMain,
+    memfd: int,
+    status_fd: int,
+    close_fds: list[int],
+    prefault_pages: array | None,
+    learn_fd: int | None,
+) -> int:
+    """The body of ``serve_one``; returns the request process's exit code."""
+    harden(close_fds)
+    prewarm()
+    if prefault_pages:
+        prefault.touch(prefault_pages)
+    line = reader.read_line()
+    if line is None:
+        return errors.CHILD_STDIN_EOF
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    write_all(status_fd, encode_started(deadline_of(line), faults))
+    os.close(status_fd)
+    # The action gets no handle on the request stream: the next request is not ours.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    try:
+        out = run_request(main, line)
+    except (SystemExit, KeyboardInterrupt):
+        return errors.CHILD_ACTION_EXITED
+    del line
+    write_all(memfd, out)
+    if learn_fd is not None:
+        try:
+            prefault.save(learn_fd, prefault.written_pages())
+        except OSError:
+            pass  # learning only speeds up later requests; this result stands
+    return errors.CHILD_RESULT_WRITTEN

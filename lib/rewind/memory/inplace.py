@@ -17,6 +17,7 @@ starts with the checkpoint's ``random`` state, which holds no request data.
 from __future__ import annotations
 
 import gc
+import importlib
 import random
 from types import ModuleType
 
@@ -31,10 +32,10 @@ THREAD_KILL_TIMEOUT_S = 2.0
 
 def _extension() -> tuple[ModuleType | None, str]:
     try:
-        from rewind.memory import _inplace
+        ext = importlib.import_module("rewind.memory._inplace")
     except ImportError as exc:
         return None, f"the C extension rewind.memory._inplace is not built ({exc})"
-    return _inplace, ""
+    return ext, ""
 
 
 def available() -> tuple[bool, str]:

@@ -14,6 +14,7 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from rewind.bench.latency import KeepAliveClient, run_body
@@ -37,7 +38,7 @@ def start(mode: str, workload: str) -> LocalRuntime:
     return rt
 
 
-def measure(workload: str, params: dict[str, object], requests: int, batch: int) -> dict:
+def measure(workload: str, params: Mapping[str, object], requests: int, batch: int) -> dict:
     """p50 (ms) per mode for one workload, batches interleaved across the modes."""
     body = run_body(params)
     runtimes = {mode: start(mode, workload) for mode in MODES}
