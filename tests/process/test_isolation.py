@@ -146,6 +146,16 @@ def test_children_and_detached_grandchildren_are_killed(serve, memory):
                 pass
 
 
+def test_a_request_process_holds_only_the_descriptors_it_needs(serve):
+    rt = start(serve, "fork", "leaks_descriptor")
+    targets = rt.run({}).json()["targets"]
+    # stdin (/dev/null by now), stdout, stderr and its result memfd; never fd 3, the
+    # sidecar connection or the snapshot process's end of the status pipe.
+    assert len(targets) == 4, targets
+    assert any("memfd:rewind-result" in t for t in targets)
+    assert not any(t.startswith(("pipe:", "socket:")) for t in targets[3:]), targets
+
+
 def test_open_descriptors_do_not_survive_a_request(serve, memory, tmp_path):
     rt = start(serve, memory, "leaks_descriptor")
     marker = tmp_path / f"marker-{secrets.token_hex(4)}"

@@ -42,6 +42,7 @@ class Standby:
     status_w: int  # where it says it started, and its deadline
     prefault_pages: array | None = None  # pages to write before the request arrives
     learn_fd: int | None = None  # where to list the pages it wrote, when learning
+    parent_only: tuple[int, ...] = ()  # the snapshot process's ends, closed in the child
 
 
 Spawner = Callable[[ServeContext, Standby], int]
@@ -159,7 +160,7 @@ def describe_failure(outcome: Outcome) -> bytes:
 
 def fork_spawner(ctx: ServeContext, sb: Standby) -> int:
     """Fork a standby request process from this snapshot (fork backend)."""
-    close = [ctx.result_fd]
+    close = [ctx.result_fd, *sb.parent_only]
     hook_fd = ctx.files.fileno() if ctx.files is not None else None
     for fd in (hook_fd, ctx.metrics_fd):
         if fd is not None:
@@ -249,7 +250,7 @@ class SnapshotProcess:
         learn_fd = None
         if self.prefault and self.served % prefault.LEARN_EVERY == 0:
             learn_fd = os.memfd_create("rewind-pages")
-        sb = Standby(memfd, status_w, self.hints if self.prefault else None, learn_fd)
+        sb = Standby(memfd, status_w, self.hints if self.prefault else None, learn_fd, (status_r,))
         try:
             pid = self.spawner(ctx, sb)
         finally:
