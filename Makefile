@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -c "import rewind, pytest, ruff" && touch $@
 
 build/proxy: $(GO_SRC)
-	@scripts/ensure-go.sh
+	@scripts/ensure-tool.sh go golang-go ca-certificates
 	@mkdir -p build
 	cd proxy && CGO_ENABLED=0 go build -o ../build/proxy ./cmd/proxy
 
@@ -42,7 +42,7 @@ image:
 	@scripts/build-image.sh
 
 test-container: dev image
-	@scripts/ensure-gradle.sh
+	@scripts/ensure-tool.sh gradle gradle
 	$(PY) -m pytest tests/container -q $(PYTEST_ARGS)
 
 test: lint test-go test-py test-container

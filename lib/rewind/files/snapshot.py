@@ -354,15 +354,7 @@ def _diff_dir(
         if de is not None and oe is not None:
             # Hot path: one statx and one tuple compare per unchanged entry.
             st = de.stat(follow_symlinks=False)
-            if (
-                st.st_mode,
-                st.st_uid,
-                st.st_gid,
-                st.st_size,
-                st.st_ino,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-            ) == oe.sig:
+            if _sig(st) == oe.sig:
                 if oe.is_dir:
                     frame.pending += 1
                     items.append((frame, name, _join(path, name)))
