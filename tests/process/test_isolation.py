@@ -200,11 +200,7 @@ def test_a_leftover_process_cannot_read_the_next_request(serve, rewinding, tmp_p
     assert not _steal(serve, rewinding, "daemon", tmp_path)
 
 
-def test_extra_result_lines_cannot_forge_later_results(serve, memory, request):
-    if memory == "inplace":
-        # The function runs in the launcher itself and can write to fd 3 (the kernel
-        # backend shares this): see docs/MEMORY-INPLACE.md, "Limits".
-        request.applymarker(pytest.mark.xfail(reason="in-process: fd 3 is reachable"))
+def test_extra_result_lines_cannot_forge_later_results(serve, memory):
     rt = start(serve, memory, "forges_result")
     first = rt.run({"op": "forge", "n": 1})
     second = rt.run({"n": 2}).json()
@@ -216,8 +212,9 @@ def test_extra_result_lines_cannot_forge_later_results(serve, memory, request):
         assert (second, third) == ({"own": 2}, {"own": 3})
 
 
-def test_killing_the_snapshot_process_costs_at_most_one_request(serve):
-    rt = start(serve, "fork", "kills_snapshot")
+@pytest.mark.parametrize("rewinding", ["fork", "inplace"])
+def test_killing_the_snapshot_process_costs_at_most_one_request(serve, rewinding):
+    rt = start(serve, rewinding, "kills_snapshot")
     first = rt.run({"op": "kill"})
     assert first.status in (200, 400)
     for _ in range(3):
@@ -225,8 +222,9 @@ def test_killing_the_snapshot_process_costs_at_most_one_request(serve):
         assert resp.status == 200 and resp.json()["ok"] is True
 
 
-def test_signalling_the_snapshot_process_costs_at_most_one_request(serve):
-    rt = start(serve, "fork", "kills_snapshot")
+@pytest.mark.parametrize("rewinding", ["fork", "inplace"])
+def test_signalling_the_snapshot_process_costs_at_most_one_request(serve, rewinding):
+    rt = start(serve, rewinding, "kills_snapshot")
     rt.run({"op": "term"})
     resp = rt.run({})
     assert resp.status == 200 and resp.json()["ok"] is True

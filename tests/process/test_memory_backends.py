@@ -16,9 +16,13 @@ def start(serve, action, **kw):
     return rt
 
 
+REWINDING = ["fork", "inplace"]
+
+
+@pytest.mark.parametrize("memory", REWINDING)
 @pytest.mark.parametrize("how", ["os._exit", "segfault", "sigkill", "sys.exit"])
-def test_a_crashing_request_costs_one_request_never_the_container(serve, how):
-    rt = start(serve, "crashes", memory="fork")
+def test_a_crashing_request_costs_one_request_never_the_container(serve, how, memory):
+    rt = start(serve, "crashes", memory=memory)
     pid_before = rt.tree_pids()
     resp = rt.run({"how": how})
     assert (resp.status, resp.json()) == (400, {"error": "command exited"})
@@ -27,16 +31,18 @@ def test_a_crashing_request_costs_one_request_never_the_container(serve, how):
     assert set(pid_before[:2]) <= set(rt.tree_pids())
 
 
-def test_a_request_exhausting_memory_gets_an_error_and_the_next_works(serve):
-    rt = start(serve, "crashes", memory="fork")
+@pytest.mark.parametrize("memory", REWINDING)
+def test_a_request_exhausting_memory_gets_an_error_and_the_next_works(serve, memory):
+    rt = start(serve, "crashes", memory=memory)
     resp = rt.run({"how": "memory"})
     assert resp.status in (200, 400)
     assert "error" in resp.json()
     assert rt.run({"how": "none"}).json() == {"ok": True}
 
 
-def test_a_request_past_its_deadline_is_killed_and_the_next_works(serve):
-    rt = start(serve, "sleeps_forever", memory="fork")
+@pytest.mark.parametrize("memory", REWINDING)
+def test_a_request_past_its_deadline_is_stopped_and_the_next_works(serve, memory):
+    rt = start(serve, "sleeps_forever", memory=memory)
     began = time.monotonic()
     resp = rt.run({"sleep": 30}, deadline_s=1.0)
     assert time.monotonic() - began < 10
@@ -85,21 +91,29 @@ def test_explicit_kernel_on_this_stock_kernel_fails_init_clearly(serve):
     assert "REWIND kernel is absent" in rt.stderr()
 
 
-def test_auto_on_this_stock_kernel_uses_fork(serve):
+def test_auto_on_this_stock_kernel_uses_inplace(serve):
     rt = start(serve, "leaks_global_state", memory="auto")
     rt.run({"secret": "a"})
     assert rt.run({"secret": "b"}).json()["seen"] == ["b"]
+    # The snapshot process (the proxy's child) keeps one worker: the inplace layout.
+    (launcher,) = _children(rt.rt.proc.pid)
+    assert len(_children(launcher)) == 1
+    assert "using fork" not in rt.stderr()
 
 
-def _launcher_mappings(rt) -> int:
-    """Lines of /proc/<pid>/maps of the launcher (the proxy's child)."""
-    proxy = rt.rt.proc.pid
-    children = []
-    for tid in os.listdir(f"/proc/{proxy}/task"):
-        with open(f"/proc/{proxy}/task/{tid}/children") as fh:
-            children.extend(int(p) for p in fh.read().split())
-    (launcher,) = children
-    with open(f"/proc/{launcher}/maps") as fh:
+def _children(pid: int) -> list[int]:
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as fh:
+            out.extend(int(p) for p in fh.read().split())
+    return out
+
+
+def _rewound_mappings(rt) -> int:
+    """Lines of /proc/<pid>/maps of the inplace worker (the launcher's only child)."""
+    (launcher,) = _children(rt.rt.proc.pid)
+    (worker,) = _children(launcher)
+    with open(f"/proc/{worker}/maps") as fh:
         return len(fh.readlines())
 
 
@@ -112,13 +126,13 @@ def test_soak_two_thousand_requests_stay_clean_with_flat_memory(serve, memory, c
     for i in range(50):
         rt.run({"secret": i})
     before = rt.tree_memory_kib()
-    maps_before = _launcher_mappings(rt)
+    maps_before = _rewound_mappings(rt) if memory == "inplace" else 0
     dirty = 0
     for i in range(count):
         seen = rt.run({"secret": i}).json()["seen"]
         dirty += seen != [i]
     after = rt.tree_memory_kib()
-    maps_after = _launcher_mappings(rt)
+    maps_after = _rewound_mappings(rt) if memory == "inplace" else 0
     print(
         f"\n{memory}: tree RSS {before['rss']} -> {after['rss']} KiB, "
         f"PSS {before['pss']} -> {after['pss']} KiB"

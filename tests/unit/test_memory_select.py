@@ -5,7 +5,9 @@ import pytest
 from rewind.launcher.config import LauncherConfig
 from rewind.launcher.errors import ConfigError
 from rewind.memory.base import NoneBackend
+from rewind.memory import inplace
 from rewind.memory.fork import SnapshotProcess
+from rewind.memory.inplace import InplaceBackend
 from rewind.memory.kernel import KernelBackend
 from rewind.memory.select import choose
 
@@ -19,9 +21,17 @@ def test_auto_prefers_the_kernel_when_the_helper_found_it():
     assert isinstance(backend, KernelBackend) and note is None
 
 
-def test_auto_uses_fork_when_single_threaded():
+def test_auto_uses_inplace_when_it_works_here(monkeypatch):
+    monkeypatch.setattr(inplace, "available", lambda: (True, ""))
     backend, note = choose(cfg(), threads=1)
-    assert isinstance(backend, SnapshotProcess) and backend.name == "fork" and note is None
+    assert isinstance(backend, InplaceBackend) and note is None
+
+
+def test_auto_uses_fork_and_says_why_when_inplace_cannot_work(monkeypatch):
+    monkeypatch.setattr(inplace, "available", lambda: (False, "userfaultfd is refused"))
+    backend, note = choose(cfg(), threads=1)
+    assert isinstance(backend, SnapshotProcess) and backend.name == "fork"
+    assert note is not None and "userfaultfd is refused" in note
 
 
 def test_auto_with_threads_falls_back_to_fresh_and_says_why():

@@ -1,26 +1,38 @@
 /*
- * rewind.memory._inplace: checkpoint a single-threaded process in place and rewind it.
+ * rewind.memory._inplace: rewind a request process in place, from outside it.
  *
- * checkpoint() records the process state (descriptors, cwd, umask, signal dispositions
- * and mask, interval timers, brk, the mapping list), registers every tracked mapping
- * with a userfaultfd in WP_ASYNC mode, write-protects it, copies it to a backup kept in
- * memory the restorer owns (between guard pages), and saves the execution context.
- * It returns False; every later rewind() resumes it, and it then returns True.
+ * The request process (the worker) runs action code, so nothing inside it is trusted
+ * once a request has started: the rewind is done by its parent, the snapshot process,
+ * which never runs action code, through ptrace, /proc/PID/mem and PAGEMAP_SCAN.
  *
- * rewind() puts the process state back, reconciles the mapping list (reset brk, unmap
- * what is new, re-create what was removed), asks PAGEMAP_SCAN which tracked pages were
- * written (or dropped), copies them back from the backup, re-protects them and jumps
- * back into checkpoint(). The memory part runs on the restorer's own stack. A failure
- * before memory is touched raises OSError; a failure after it ends the process with
- * exit code 5 (fail closed): a half-restored process never runs Python code again.
+ * Worker side, before its first request (trusted code):
+ *   track()  registers every private mapping with a userfaultfd in WP_ASYNC mode, so
+ *            the kernel records which pages are written from then on.
+ * Snapshot-process side:
+ *   capture(pid, gate_fd)  seizes the worker while it is blocked reading its gate pipe
+ *            (the checkpoint), saves its registers, descriptors, signal dispositions,
+ *            mask, umask, cwd, brk and mapping list, copies its writable memory into a
+ *            backup, write-protects everything and lets it go.
+ *   stop(pid)   after a request: stops the worker, refuses a worker with threads, kills
+ *            its children. Done before the reply, so nothing of the request runs on.
+ *   rewind()    after the reply: checks the worker against the checkpoint, makes the
+ *            kernel-side state equal again by injecting system calls (munmap of new
+ *            mappings, brk, close, rt_sigaction, rt_sigprocmask, umask, wait4), copies
+ *            the written pages back through /proc/PID/mem, re-protects them, puts the
+ *            registers back so the worker re-enters its gate read, and detaches.
+ *   Anything a rewind cannot put back exactly (threads, a replaced or re-protected
+ *   checkpoint mapping, a write to code or RELRO, a replaced descriptor, a changed cwd,
+ *   POSIX timers, pending signals) is returned as a reason: the caller then kills the
+ *   worker and starts a new one from the snapshot (fail closed, never fail open).
  *
- * Only for x86-64/arm64 Linux >= 6.7 (WP_ASYNC, PAGEMAP_SCAN).
+ * x86-64 Linux >= 6.7 (WP_ASYNC, PAGEMAP_SCAN) only.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
 #include <Python.h>
 
 #include <dirent.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -29,13 +41,19 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/time.h>
 #include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
 #include <time.h>
-#include <ucontext.h>
 #include <unistd.h>
+
+#if !defined(__x86_64__)
+#error "in-place rewind is implemented for x86-64 only" /* optional: the build skips it */
+#endif
 
 /* ---- kernel ABI newer than this machine's headers ------------------------------- */
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
@@ -46,6 +64,9 @@
 #endif
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef PTRACE_O_EXITKILL
+#define PTRACE_O_EXITKILL (1 << 20)
 #endif
 
 struct rw_page_region {
@@ -67,13 +88,16 @@ struct rw_pm_scan_arg {
 /* ---- limits ------------------------------------------------------------------------ */
 #define MAX_REGIONS 8192
 #define MAX_UNITS 4096
-#define MAX_FDS 1024
+#define MAX_FDS 256
+#define MAX_RANGES 65536
+#define MAX_ZOMBIES 256
 #define MAPS_BUF (4u << 20)
 #define PATH_POOL (1u << 20)
 #define SCAN_VEC 256 /* below ~512: walk_end is trustworthy, and we do not rely on it */
-#define ALT_STACK (256u << 10)
-#define KILL_SIG (SIGRTMAX - 1)
-#define EXIT_FAIL_CLOSED 5
+#define MAX_SIG 64
+#define ERESTARTSYS_ 512
+#define ERESTARTNOINTR_ 513
+#define ERESTARTNOHAND_ 514
 
 struct region {
     uintptr_t start, end;
@@ -81,90 +105,100 @@ struct region {
     unsigned int dev_major, dev_minor;
     int prot;
     int shared;
-    int tracked;  /* backed up and write-protected */
-    int special;  /* [vvar], [vdso], [vsyscall]: never touched */
-    int own;      /* the restorer's own memory */
-    int stack;    /* [stack] */
-    uint32_t path; /* offset into path_pool, 0 = anonymous */
-    size_t backup; /* offset into the backup */
+    int special; /* [vvar], [vdso], [vsyscall]: cannot be registered */
+    int stack;   /* [stack] */
+    int heap;    /* [heap] */
+    uint32_t path; /* offset into a path pool, 0 = anonymous */
+    size_t backup; /* offset into the backup (writable regions) */
 };
 
-struct unit { /* a run of tracked regions with no untracked mapping between them */
+struct unit { /* a run of tracked regions with no gap between them */
     uintptr_t start, end;
+};
+
+struct range {
+    uintptr_t start, end;
+    uint64_t categories;
 };
 
 struct saved_fd {
     int fd;
-    int flags;
-    int fdflags;
-    int backup; /* a duplicate kept to put the descriptor back, or -1 */
+    unsigned flags; /* file status flags, from fdinfo */
     dev_t dev;
     ino_t ino;
 };
 
-struct state {
-    /* recorded at checkpoint */
-    struct region regions[MAX_REGIONS];
-    int nregions;
-    struct region cur[MAX_REGIONS];
-    int ncur;
-    struct unit units[MAX_UNITS];
-    int nunits;
-    char path_pool[PATH_POOL];
-    uint32_t path_used;
-    char cur_pool[PATH_POOL];
-    uint32_t cur_used;
-    struct saved_fd fds[MAX_FDS];
-    int nfds;
-    struct sigaction actions[_NSIG];
-    sigset_t mask;
-    struct itimerval timers[3];
-    mode_t umask;
-    int cwd_fd;
-    int uffd;
-    int pagemap_fd;
-    uintptr_t brk;
-    uint64_t features;
-    char *backup;
-    size_t backup_len, backup_map_len;
-    uintptr_t own_start, own_end;   /* this block, guards included */
-    uintptr_t bk_start, bk_end;     /* the backup, guards included */
-    ucontext_t resume;              /* inside checkpoint(), on the main stack */
-    ucontext_t worker;              /* the restorer on its own stack */
-    volatile int resumed;
-    int error;                      /* errno of a failure in the worker */
-    const char *failed;             /* what failed in the worker */
-    /* statistics of the last rewind */
-    unsigned long pages_copied, ranges, recreated, unmapped;
-    double last_ms;
-    char maps_buf[MAPS_BUF];
-    struct rw_page_region vec[SCAN_VEC];
-    char alt_stack[ALT_STACK] __attribute__((aligned(64)));
+struct kact { /* the kernel's struct sigaction on x86-64 */
+    uint64_t handler, flags, restorer, mask;
 };
 
-static struct state *S; /* set once, before the snapshot; read-only afterwards */
+struct pstatus {
+    int threads;
+    unsigned umask;
+    uint64_t pnd, shdpnd, blk, ign, cgt;
+};
+
+struct ckpt {
+    pid_t pid;
+    int mem_fd, pagemap_fd;
+    int attached;
+    struct user_regs_struct resume; /* re-executes read(gate) */
+    char xstate[16384];
+    size_t xstate_len;
+    struct region regions[MAX_REGIONS];
+    int nregions;
+    char pool[PATH_POOL];
+    uint32_t pool_used;
+    struct unit units[MAX_UNITS];
+    int nunits;
+    struct saved_fd fds[MAX_FDS];
+    int nfds;
+    struct pstatus st;
+    struct kact acts[MAX_SIG + 1];
+    dev_t cwd_dev;
+    ino_t cwd_ino;
+    uintptr_t brk, heap_end, stack_start, scratch;
+    char *backup;
+    size_t backup_len;
+    char vdso[65536];
+    uintptr_t vdso_start;
+    size_t vdso_len;
+    pid_t zombies[MAX_ZOMBIES];
+    int nzombies;
+    /* statistics of the last rewind */
+    unsigned long pages, ranges, injected;
+    double last_ms;
+    /* scratch, wiped after every use: it can hold names the request chose */
+    struct region cur[MAX_REGIONS];
+    int ncur;
+    char cur_pool[PATH_POOL];
+    uint32_t cur_used;
+    char maps_buf[MAPS_BUF];
+    size_t maps_len;
+    struct range found[MAX_RANGES];
+    int nfound;
+    struct rw_page_region vec[SCAN_VEC];
+};
+
+static struct ckpt *C;
 static long page_size;
-
-/* ---- small helpers that touch no tracked memory except the caller's stack ---------- */
-
-static void die(const char *what, int err) {
-    char buf[512];
-    int n = snprintf(buf, sizeof buf,
-                     "rewind: in-place rewind failed after memory was modified (%s: %s); "
-                     "exiting (fail closed)\n",
-                     what, strerror(err));
-    if (n > 0) {
-        ssize_t w = write(2, buf, (size_t)n);
-        (void)w;
-    }
-    _exit(EXIT_FAIL_CLOSED);
-}
 
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
+
+static PyObject *os_error(int err, const char *what) {
+    PyObject *v = Py_BuildValue("(is)", err, what);
+    if (v) {
+        PyErr_SetObject(PyExc_OSError, v);
+        Py_DECREF(v);
+    }
+    return NULL;
+}
+
+/* ---- /proc parsing ------------------------------------------------------------------ */
 
 static int read_file_into(const char *path, char *buf, size_t cap, size_t *len) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -216,16 +250,17 @@ static unsigned long long dec_at(const char **p) {
     return v;
 }
 
-/* Parse /proc/self/maps into out[]; returns the count or -errno. */
-static int parse_maps(struct region *out, char *pool, uint32_t *pool_used) {
-    size_t len = 0;
-    int rc = read_file_into("/proc/self/maps", S->maps_buf, MAPS_BUF, &len);
+/* Parse /proc/PID/maps into out[]; returns the count or -errno. */
+static int parse_maps(pid_t pid, struct region *out, char *pool, uint32_t *pool_used) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    int rc = read_file_into(path, C->maps_buf, MAPS_BUF, &C->maps_len);
     if (rc < 0)
         return rc;
     int n = 0;
     *pool_used = 1;
     pool[0] = 0;
-    const char *p = S->maps_buf, *end = S->maps_buf + len;
+    const char *p = C->maps_buf, *end = C->maps_buf + C->maps_len;
     while (p < end) {
         if (n >= MAX_REGIONS)
             return -E2BIG;
@@ -260,9 +295,9 @@ static int parse_maps(struct region *out, char *pool, uint32_t *pool_used) {
             r->path = *pool_used;
             *pool_used += (uint32_t)(nlen + 1);
             const char *nm = pool + r->path;
-            r->special = !strcmp(nm, "[vvar]") || !strcmp(nm, "[vdso]") ||
-                         !strcmp(nm, "[vsyscall]") || !strcmp(nm, "[vvar_vclock]");
+            r->special = nm[0] == '[' && nm[1] == 'v'; /* vdso, vvar, vvar_vclock, vsyscall */
             r->stack = !strcmp(nm, "[stack]");
+            r->heap = !strcmp(nm, "[heap]");
         }
         if (p < end)
             p++;
@@ -280,275 +315,56 @@ static int same_region(const struct region *a, const char *apool, const struct r
     return strcmp(apool + a->path, bpool + b->path) == 0;
 }
 
-static int uffd_register(uintptr_t start, uintptr_t end) {
-    struct uffdio_register reg = {
-        .range = {.start = start, .len = end - start},
-        .mode = UFFDIO_REGISTER_MODE_WP,
-    };
-    return ioctl(S->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+static uint64_t hex_field(const char *buf, const char *key) {
+    const char *p = strstr(buf, key);
+    if (!p)
+        return ~0ULL;
+    p += strlen(key);
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return hex_at(&p);
 }
 
-static int uffd_protect(uintptr_t start, uintptr_t end) {
-    struct uffdio_writeprotect wp = {
-        .range = {.start = start, .len = end - start},
-        .mode = UFFDIO_WRITEPROTECT_MODE_WP,
-    };
-    return ioctl(S->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+static long dec_field(const char *buf, const char *key) {
+    const char *p = strstr(buf, key);
+    if (!p)
+        return -1;
+    p += strlen(key);
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return (long)dec_at(&p);
 }
 
-static int is_tracked(const struct region *r) {
-    if (r->special || r->own || !(r->prot & PROT_WRITE))
-        return 0;
-    if (!r->shared)
-        return 1;
-    /* Shared anonymous memory (mmap.mmap(-1, n)) is the process's own; shared files
-     * belong to the file system and are left to the file rewind. */
-    const char *nm = S->path_pool + r->path;
-    return r->path && !strncmp(nm, "/dev/zero", 9);
-}
-
-/* ---- the restorer (runs on the alternate stack) ------------------------------------ */
-
-static const struct region *find_ckpt(uintptr_t addr) {
-    int lo = 0, hi = S->nregions - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2;
-        const struct region *r = &S->regions[mid];
-        if (addr < r->start)
-            hi = mid - 1;
-        else if (addr >= r->end)
-            lo = mid + 1;
-        else
-            return r;
+static int read_status(pid_t pid, struct pstatus *st) {
+    char path[64], buf[4096];
+    size_t len;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    int rc = read_file_into(path, buf, sizeof buf, &len);
+    if (rc < 0)
+        return rc;
+    st->threads = (int)dec_field(buf, "\nThreads:");
+    const char *u = strstr(buf, "\nUmask:");
+    st->umask = 0;
+    if (u) {
+        u += 7;
+        while (*u == ' ' || *u == '\t')
+            u++;
+        while (*u >= '0' && *u <= '7')
+            st->umask = st->umask * 8 + (unsigned)(*u++ - '0');
     }
-    return NULL;
+    st->pnd = hex_field(buf, "\nSigPnd:");
+    st->shdpnd = hex_field(buf, "\nShdPnd:");
+    st->blk = hex_field(buf, "\nSigBlk:");
+    st->ign = hex_field(buf, "\nSigIgn:");
+    st->cgt = hex_field(buf, "\nSigCgt:");
+    return st->threads > 0 ? 0 : -EPROTO;
 }
 
-/* Re-create a checkpoint region that was removed or changed, with its content. */
-static void recreate(const struct region *r) {
-    size_t len = r->end - r->start;
-    int flags = MAP_FIXED | (r->shared ? MAP_SHARED : MAP_PRIVATE);
-    void *p;
-    if (r->path && S->path_pool[r->path] == '/' && !r->shared) {
-        int fd = open(S->path_pool + r->path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            die("reopening a removed file mapping", errno);
-        p = mmap((void *)r->start, len, r->prot | PROT_WRITE, flags, fd, (off_t)r->offset);
-        close(fd);
-    } else {
-        p = mmap((void *)r->start, len, r->prot | PROT_WRITE, flags | MAP_ANONYMOUS, -1, 0);
-    }
-    if (p == MAP_FAILED)
-        die("re-creating a removed mapping", errno);
-    if (r->tracked) {
-        memcpy((void *)r->start, S->backup + r->backup, len);
-        int rc = uffd_register(r->start, r->end);
-        if (rc < 0)
-            die("registering a re-created mapping", -rc);
-        rc = uffd_protect(r->start, r->end);
-        if (rc < 0)
-            die("write-protecting a re-created mapping", -rc);
-    }
-    if (!(r->prot & PROT_WRITE) && mprotect((void *)r->start, len, r->prot) < 0)
-        die("mprotect of a re-created mapping", errno);
-    S->recreated++;
-}
-
-/* Make the mapping list equal to the checkpoint's. Returns 1 if anything changed. */
-static int reconcile_maps(void) {
-    int n = parse_maps(S->cur, S->cur_pool, &S->cur_used);
-    if (n < 0)
-        die("reading /proc/self/maps", -n);
-    S->ncur = n;
-    int changed = 0;
-    /* 1. unmap every mapping that is not exactly a checkpoint mapping */
-    int j = 0;
-    for (int i = 0; i < n; i++) {
-        const struct region *c = &S->cur[i];
-        while (j < S->nregions && S->regions[j].end <= c->start)
-            j++;
-        if (j < S->nregions && same_region(c, S->cur_pool, &S->regions[j], S->path_pool))
-            continue;
-        if (c->special)
-            die("a special mapping ([vdso]...) changed", EINVAL);
-        if (c->start < S->own_end && c->end > S->own_start)
-            die("the restorer's own memory was changed", EINVAL);
-        if (c->start < S->bk_end && c->end > S->bk_start)
-            die("the backup was changed", EINVAL);
-        const struct region *k = j < S->nregions ? &S->regions[j] : NULL;
-        if (c->stack && k && k->stack && c->end == k->end && c->start < k->start) {
-            /* the stack grew below its checkpoint extent: drop the growth */
-            if (munmap((void *)c->start, k->start - c->start) < 0)
-                die("trimming the stack", errno);
-        } else if (munmap((void *)c->start, c->end - c->start) < 0) {
-            die("unmapping a new mapping", errno);
-        }
-        S->unmapped++;
-        changed = 1;
-    }
-    if (!changed)
-        return 0;
-    /* 2. re-create every checkpoint mapping that is not there any more */
-    n = parse_maps(S->cur, S->cur_pool, &S->cur_used);
-    if (n < 0)
-        die("reading /proc/self/maps", -n);
-    j = 0;
-    for (int i = 0; i < S->nregions; i++) {
-        const struct region *k = &S->regions[i];
-        while (j < n && S->cur[j].end <= k->start)
-            j++;
-        if (j < n && same_region(&S->cur[j], S->cur_pool, k, S->path_pool))
-            continue;
-        if (!k->tracked && !(k->prot == 0 && !k->path))
-            die("a mapping without a backup was removed or changed", EINVAL);
-        if (k->stack)
-            die("the stack mapping was removed", EINVAL);
-        recreate(k);
-    }
-    return 1;
-}
-
-/* Copy back one written range and re-protect it. */
-static void restore_range(uintptr_t a, uintptr_t b) {
-    uintptr_t from = a;
-    while (a < b) {
-        const struct region *r = find_ckpt(a);
-        if (!r || !r->tracked)
-            die("PAGEMAP_SCAN reported an untracked page", EFAULT);
-        uintptr_t stop = b < r->end ? b : r->end;
-        memcpy((void *)a, S->backup + r->backup + (a - r->start), stop - a);
-        S->pages_copied += (stop - a) / (uintptr_t)page_size;
-        a = stop;
-    }
-    (void)from;
-    S->ranges++;
-}
-
-/* Re-protect every written page of [a, b) in one walk (after the copy-back). */
-static void reprotect(uintptr_t a, uintptr_t b) {
-    struct rw_pm_scan_arg arg = {
-        .size = sizeof arg,
-        .flags = RW_PM_SCAN_WP_MATCHING | RW_PM_SCAN_CHECK_WPASYNC,
-        .start = a,
-        .end = b,
-        .category_mask = RW_PAGE_IS_WRITTEN,
-        .return_mask = RW_PAGE_IS_WRITTEN,
-    };
-    if (ioctl(S->pagemap_fd, RW_PAGEMAP_SCAN, &arg) < 0)
-        die("re-protecting restored pages", errno);
-}
-
-/* Scan one unit; returns 0, or -EPERM when a mapping in it is not registered. */
-static int restore_unit(const struct unit *u) {
-    uintptr_t pos = u->start;
-    unsigned long before = S->ranges;
-    while (pos < u->end) {
-        struct rw_pm_scan_arg arg = {
-            .size = sizeof arg,
-            .flags = RW_PM_SCAN_CHECK_WPASYNC,
-            .start = pos,
-            .end = u->end,
-            .vec = (uintptr_t)S->vec,
-            .vec_len = SCAN_VEC,
-            .category_inverted = RW_PAGE_IS_PRESENT,
-            .category_mask = RW_PAGE_IS_WPALLOWED,
-            /* written, or no longer present (dropped by MADV_DONTNEED and the like):
-             * every tracked page was made present at the checkpoint */
-            .category_anyof_mask = RW_PAGE_IS_WRITTEN | RW_PAGE_IS_PRESENT,
-            .return_mask = RW_PAGE_IS_WRITTEN,
-        };
-        long got = ioctl(S->pagemap_fd, RW_PAGEMAP_SCAN, &arg);
-        if (got < 0)
-            return -errno;
-        for (long i = 0; i < got; i++) {
-            uintptr_t a = S->vec[i].start, b = S->vec[i].end;
-            /* merge runs that touch */
-            while (i + 1 < got && S->vec[i + 1].start == b)
-                b = S->vec[++i].end;
-            restore_range(a, b);
-        }
-        if (got < SCAN_VEC)
-            break; /* the output buffer is not full: the walk is complete */
-        pos = S->vec[got - 1].end;
-    }
-    if (S->ranges != before)
-        reprotect(u->start, u->end);
-    return 0;
-}
-
-/* Restore a unit region by region: the slow path when a mapping in it lost its
- * registration (it was unmapped and mapped again at the same place). */
-static void restore_unit_by_region(const struct unit *u) {
-    for (int i = 0; i < S->nregions; i++) {
-        const struct region *r = &S->regions[i];
-        if (!r->tracked || r->start < u->start || r->end > u->end)
-            continue;
-        struct unit one = {r->start, r->end};
-        int rc = restore_unit(&one);
-        if (rc == -EPERM) {
-            if (munmap((void *)r->start, r->end - r->start) < 0)
-                die("unmapping an unregistered mapping", errno);
-            recreate(r);
-        } else if (rc < 0) {
-            die("PAGEMAP_SCAN", -rc);
-        }
-    }
-}
-
-enum { MODE_CHECKPOINT = 1, MODE_REWIND = 2 };
-static int worker_mode;
-
-static void worker_main(void) {
-    if (worker_mode == MODE_CHECKPOINT) {
-        /* Write-protect first, then copy: a page written after its protection is
-         * reported, and restoring it from the copy gives the copy's content. */
-        for (int i = 0; i < S->nunits; i++) {
-            int rc = uffd_protect(S->units[i].start, S->units[i].end);
-            if (rc < 0) {
-                S->error = -rc;
-                S->failed = "UFFDIO_WRITEPROTECT";
-                setcontext(&S->resume);
-            }
-        }
-        for (int i = 0; i < S->nregions; i++) {
-            const struct region *r = &S->regions[i];
-            if (r->tracked)
-                memcpy(S->backup + r->backup, (void *)r->start, r->end - r->start);
-        }
-        setcontext(&S->resume);
-    }
-    double t0 = now_ms();
-    S->pages_copied = S->ranges = S->recreated = S->unmapped = 0;
-    reconcile_maps();
-    for (int i = 0; i < S->nunits; i++) {
-        int rc = restore_unit(&S->units[i]);
-        if (rc == -EPERM)
-            restore_unit_by_region(&S->units[i]);
-        else if (rc < 0)
-            die("PAGEMAP_SCAN", -rc);
-    }
-    S->last_ms = now_ms() - t0;
-    S->resumed = 1;
-    setcontext(&S->resume);
-    die("setcontext", errno);
-}
-
-static int run_worker(int mode) {
-    if (getcontext(&S->worker) < 0)
-        return -errno;
-    S->worker.uc_stack.ss_sp = S->alt_stack;
-    S->worker.uc_stack.ss_size = sizeof S->alt_stack;
-    S->worker.uc_link = NULL;
-    sigfillset(&S->worker.uc_sigmask);
-    makecontext(&S->worker, worker_main, 0);
-    worker_mode = mode;
-    return 0;
-}
-
-/* ---- process state outside memory --------------------------------------------------- */
-
-static int list_fds(int *out, int cap) {
-    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+/* Descriptors of PID: numbers, the file each refers to, and status flags. */
+static int read_fds(pid_t pid, struct saved_fd *out, int cap) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return -errno;
     char buf[4096];
@@ -567,136 +383,146 @@ static int list_fds(int *out, int cap) {
             off += d->d_reclen;
             if (d->d_name[0] < '0' || d->d_name[0] > '9')
                 continue;
-            int fd = atoi(d->d_name);
-            if (fd == dfd)
-                continue;
             if (n >= cap) {
                 close(dfd);
                 return -EMFILE;
             }
-            out[n++] = fd;
+            struct saved_fd *s = &out[n++];
+            memset(s, 0, sizeof *s);
+            s->fd = atoi(d->d_name);
+            struct stat stt;
+            if (fstatat(dfd, d->d_name, &stt, 0) == 0) {
+                s->dev = stt.st_dev;
+                s->ino = stt.st_ino;
+            }
+            char ipath[64], info[1024];
+            size_t ilen;
+            snprintf(ipath, sizeof ipath, "/proc/%d/fdinfo/%d", (int)pid, s->fd);
+            if (read_file_into(ipath, info, sizeof info, &ilen) == 0) {
+                const char *f = strstr(info, "flags:");
+                if (f) {
+                    f += 6;
+                    while (*f == ' ' || *f == '\t')
+                        f++;
+                    while (*f >= '0' && *f <= '7')
+                        s->flags = s->flags * 8 + (unsigned)(*f++ - '0');
+                }
+            }
         }
     }
     close(dfd);
     return n;
 }
 
-static int record_fds(void) {
-    int fds[MAX_FDS];
-    int n = list_fds(fds, MAX_FDS);
-    if (n < 0)
-        return n;
-    S->nfds = 0;
-    for (int i = 0; i < n; i++) {
-        struct stat st;
-        if (fstat(fds[i], &st) < 0)
-            continue;
-        struct saved_fd *s = &S->fds[S->nfds++];
-        s->fd = fds[i];
-        s->flags = fcntl(fds[i], F_GETFL);
-        s->fdflags = fcntl(fds[i], F_GETFD);
-        s->dev = st.st_dev;
-        s->ino = st.st_ino;
-        s->backup = -1;
+static int read_children(pid_t pid, pid_t *out, int cap) {
+    char path[64], buf[4096];
+    size_t len;
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    int rc = read_file_into(path, buf, sizeof buf, &len);
+    if (rc < 0)
+        return rc;
+    int n = 0;
+    const char *p = buf;
+    while (*p && n < cap) {
+        while (*p == ' ')
+            p++;
+        if (!*p || *p == '\n')
+            break;
+        out[n++] = (pid_t)dec_at(&p);
     }
-    /* Keep a duplicate of every descriptor but the restorer's own, so a request that
-     * closes or replaces one (dup2 over stdin, say) cannot keep it from us. */
-    int n0 = S->nfds;
-    for (int i = 0; i < n0; i++) {
-        struct saved_fd *s = &S->fds[i];
-        if (s->fd == S->uffd || s->fd == S->pagemap_fd || s->fd == S->cwd_fd)
+    return n;
+}
+
+/* ---- ptrace ------------------------------------------------------------------------- */
+
+/* Wait for the next ptrace stop of the worker; -ESRCH when it is gone. */
+static int wait_stop(int *status) {
+    for (;;) {
+        pid_t got = waitpid(C ? C->pid : -1, status, __WALL);
+        if (got < 0 && errno == EINTR)
             continue;
-        if (S->nfds >= MAX_FDS)
-            return -EMFILE;
-        int d = fcntl(s->fd, F_DUPFD_CLOEXEC, 512);
-        if (d < 0)
+        if (got < 0)
             return -errno;
-        s->backup = d;
-        struct saved_fd *b = &S->fds[S->nfds++];
-        *b = *s;
-        b->fd = d;
-        b->fdflags = FD_CLOEXEC;
-        b->backup = -1;
+        if (WIFSTOPPED(*status))
+            return 0;
+        return -ESRCH; /* exited or killed */
     }
+}
+
+static int seize_stop(pid_t pid) {
+    if (ptrace(PTRACE_SEIZE, pid, 0, (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)) <
+        0)
+        return -errno;
+    C->attached = 1;
+    if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) < 0)
+        return -errno;
+    int status;
+    return wait_stop(&status);
+}
+
+static int detach(void) {
+    if (!C->attached)
+        return 0;
+    C->attached = 0;
+    return ptrace(PTRACE_DETACH, C->pid, 0, 0) < 0 ? -errno : 0;
+}
+
+/* Resume the stopped worker with PTRACE_SYSCALL until its next syscall stop; signal
+ * stops on the way (a SIGCHLD from a killed child, say) are swallowed. */
+static int next_syscall_stop(void) {
+    for (int tries = 0; tries < 64; tries++) {
+        if (ptrace(PTRACE_SYSCALL, C->pid, 0, 0) < 0)
+            return -errno;
+        int status;
+        int rc = wait_stop(&status);
+        if (rc < 0)
+            return rc;
+        if (WSTOPSIG(status) == (SIGTRAP | 0x80))
+            return 0;
+    }
+    return -EPROTO;
+}
+
+/* Make the worker run one system call at the checkpoint's syscall instruction. */
+static int inject(long nr, long a1, long a2, long a3, long a4, long *ret) {
+    struct user_regs_struct r = C->resume;
+    r.rax = (unsigned long long)nr;
+    r.orig_rax = (unsigned long long)-1;
+    r.rdi = (unsigned long long)a1;
+    r.rsi = (unsigned long long)a2;
+    r.rdx = (unsigned long long)a3;
+    r.r10 = (unsigned long long)a4;
+    if (ptrace(PTRACE_SETREGS, C->pid, 0, &r) < 0)
+        return -errno;
+    int rc = next_syscall_stop(); /* entry */
+    if (rc == 0)
+        rc = next_syscall_stop(); /* exit */
+    if (rc < 0)
+        return rc;
+    if (ptrace(PTRACE_GETREGS, C->pid, 0, &r) < 0)
+        return -errno;
+    C->injected++;
+    *ret = (long)r.rax;
     return 0;
 }
 
-static const struct saved_fd *saved_fd(int fd) {
-    for (int i = 0; i < S->nfds; i++)
-        if (S->fds[i].fd == fd)
-            return &S->fds[i];
-    return NULL;
-}
-
-/* Put a checkpoint descriptor back if the request closed or replaced it. */
-static int check_fd(const struct saved_fd *s, const char **what) {
-    struct stat st;
-    if (fstat(s->fd, &st) < 0 || st.st_dev != s->dev || st.st_ino != s->ino) {
-        struct stat bst;
-        if (s->backup < 0 || fstat(s->backup, &bst) < 0 || bst.st_dev != s->dev ||
-            bst.st_ino != s->ino) {
-            *what = "a descriptor open at the checkpoint was replaced";
-            return -1;
-        }
-        if (dup3(s->backup, s->fd, s->fdflags & FD_CLOEXEC ? O_CLOEXEC : 0) < 0) {
-            *what = "putting back a descriptor";
-            return -1;
-        }
-    }
-    if (fcntl(s->fd, F_GETFL) != s->flags)
-        fcntl(s->fd, F_SETFL, s->flags);
-    if (fcntl(s->fd, F_GETFD) != s->fdflags)
-        fcntl(s->fd, F_SETFD, s->fdflags);
+static int put_registers(void) {
+    if (ptrace(PTRACE_SETREGS, C->pid, 0, &C->resume) < 0)
+        return -errno;
+    struct iovec iov = {C->xstate, C->xstate_len};
+    if (ptrace(PTRACE_SETREGSET, C->pid, (void *)NT_X86_XSTATE, &iov) < 0)
+        return -errno;
     return 0;
 }
 
-/* Close what the request opened; checkpoint descriptors must still be themselves. */
-static int restore_fds(const char **what) {
-    int fds[MAX_FDS];
-    int n = list_fds(fds, MAX_FDS);
-    if (n < 0) {
-        *what = "listing /proc/self/fd";
-        return n;
-    }
-    for (int i = 0; i < n; i++) {
-        const struct saved_fd *s = saved_fd(fds[i]);
-        if (!s) {
-            if (fds[i] > 3)
-                close(fds[i]);
-            continue;
-        }
-        if (check_fd(s, what) < 0)
-            return -EBADF;
-    }
-    for (int i = 0; i < S->nfds; i++) {
-        struct stat st;
-        if (fstat(S->fds[i].fd, &st) < 0 && check_fd(&S->fds[i], what) < 0)
-            return -EBADF;
-    }
-    return 0;
+static int poke(uintptr_t addr, const void *data, size_t len) {
+    ssize_t n = pwrite(C->mem_fd, data, len, (off_t)addr);
+    return n == (ssize_t)len ? 0 : (n < 0 ? -errno : -EIO);
 }
 
-static int skip_signal(int sig) {
-    return sig == SIGKILL || sig == SIGSTOP || (sig >= 32 && sig < SIGRTMIN);
-}
+/* ---- the userfaultfd (worker side) --------------------------------------------------- */
 
-static void thread_exit_handler(int sig) {
-    (void)sig;
-    syscall(SYS_exit, 0); /* ends this thread only */
-}
-
-/* ---- Python entry points ------------------------------------------------------------ */
-
-static PyObject *os_error(int err, const char *what) {
-    PyObject *v = Py_BuildValue("(is)", err, what);
-    if (v) {
-        PyErr_SetObject(PyExc_OSError, v);
-        Py_DECREF(v);
-    }
-    return NULL;
-}
-
-static int open_uffd(uint64_t *features) {
+static int open_uffd(void) {
     int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
     if (fd < 0 && (errno == EPERM || errno == EACCES))
         fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
@@ -715,30 +541,529 @@ static int open_uffd(uint64_t *features) {
         close(fd);
         return -ENOTSUP;
     }
-    *features = api.features;
     return fd;
 }
 
-static PyObject *py_probe(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    uint64_t features;
-    int fd = open_uffd(&features);
-    if (fd < 0)
-        return PyUnicode_FromFormat("userfaultfd with UFFD_FEATURE_WP_ASYNC is unavailable (%s)",
-                                    strerror(-fd));
-    long ps = sysconf(_SC_PAGESIZE);
-    char *mem = mmap(NULL, (size_t)ps * 4, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    const char *why = NULL;
-    int err = 0;
-    int pm = -1;
-    if (mem == MAP_FAILED) {
-        why = "mmap";
-        err = errno;
-        goto out_fd;
+static int register_all(int uffd, pid_t self) {
+    char path[64], *buf;
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)self);
+    buf = malloc(MAPS_BUF);
+    if (!buf)
+        return -ENOMEM;
+    size_t len;
+    int rc = read_file_into(path, buf, MAPS_BUF, &len);
+    const char *p = buf, *end = buf + (rc == 0 ? len : 0);
+    while (rc == 0 && p < end) {
+        uintptr_t s = (uintptr_t)hex_at(&p);
+        p++;
+        uintptr_t e = (uintptr_t)hex_at(&p);
+        p++;
+        int priv = p[3] == 'p';
+        const char *line = p;
+        while (p < end && *p != '\n')
+            p++;
+        int special = memmem(line, (size_t)(p - line), " [v", 3) != NULL;
+        if (p < end)
+            p++;
+        if (!priv || special)
+            continue;
+        struct uffdio_register reg = {
+            .range = {.start = s, .len = e - s},
+            .mode = UFFDIO_REGISTER_MODE_WP,
+        };
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+            rc = -errno;
     }
-    memset(mem, 1, (size_t)ps * 4);
+    free(buf);
+    return rc;
+}
+
+/* ---- checkpoint -------------------------------------------------------------------- */
+
+static void wipe_scratch(void) {
+    memset(C->maps_buf, 0, C->maps_len + 1);
+    memset(C->cur_pool, 0, C->cur_used);
+    memset(C->cur, 0, sizeof(struct region) * (size_t)C->ncur);
+    memset(C->found, 0, sizeof(struct range) * (size_t)C->nfound);
+    C->maps_len = C->cur_used = 0;
+    C->ncur = C->nfound = 0;
+}
+
+static void release(void) {
+    if (!C)
+        return;
+    if (C->attached)
+        detach();
+    if (C->mem_fd >= 0)
+        close(C->mem_fd);
+    if (C->pagemap_fd >= 0)
+        close(C->pagemap_fd);
+    if (C->backup)
+        munmap(C->backup, C->backup_len);
+    munmap(C, sizeof *C);
+    C = NULL;
+}
+
+static int alloc_state(pid_t pid) {
+    release();
+    page_size = sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, sizeof(struct ckpt), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    madvise(p, sizeof(struct ckpt), MADV_DONTFORK); /* later workers start without it */
+    C = p;
+    C->pid = pid;
+    C->mem_fd = C->pagemap_fd = -1;
+    return 0;
+}
+
+static int is_tracked(const struct region *r) { return !r->shared && !r->special; }
+
+static int find_region(const struct region *rs, int n, uintptr_t addr) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (addr < rs[mid].start)
+            hi = mid - 1;
+        else if (addr >= rs[mid].end)
+            lo = mid + 1;
+        else
+            return mid;
+    }
+    return -1;
+}
+
+/* Stop the worker once it is blocked in read(gate): that is the checkpoint. */
+static int stop_at_gate(int gate_fd, struct user_regs_struct *regs) {
+    int rc = seize_stop(C->pid);
+    double limit = now_ms() + 10000;
+    while (rc == 0) {
+        if (ptrace(PTRACE_GETREGS, C->pid, 0, regs) < 0)
+            return -errno;
+        long err = -(long)regs->rax;
+        if (regs->orig_rax == SYS_read && regs->rdi == (unsigned long long)gate_fd &&
+            (err == ERESTARTSYS_ || err == ERESTARTNOINTR_ || err == ERESTARTNOHAND_))
+            return 0;
+        if (now_ms() > limit)
+            return -ETIMEDOUT;
+        if (ptrace(PTRACE_CONT, C->pid, 0, 0) < 0)
+            return -errno;
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+        if (ptrace(PTRACE_INTERRUPT, C->pid, 0, 0) < 0)
+            return -errno;
+        int status;
+        rc = wait_stop(&status);
+    }
+    return rc;
+}
+
+static int capture_state(int gate_fd, const char **what) {
+    struct user_regs_struct regs;
+    int rc;
+    char path[64];
+    if ((rc = stop_at_gate(gate_fd, &regs)) < 0)
+        return *what = "stopping the worker at its gate", rc;
+    /* Resuming means executing read(gate) again: back up over the syscall instruction. */
+    C->resume = regs;
+    C->resume.rip -= 2;
+    C->resume.rax = regs.orig_rax;
+    C->resume.orig_rax = (unsigned long long)-1;
+    struct iovec iov = {C->xstate, sizeof C->xstate};
+    if (ptrace(PTRACE_GETREGSET, C->pid, (void *)NT_X86_XSTATE, &iov) < 0)
+        return *what = "reading the FPU state", -errno;
+    C->xstate_len = iov.iov_len;
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)C->pid);
+    C->mem_fd = open(path, O_RDWR | O_CLOEXEC);
+    snprintf(path, sizeof path, "/proc/%d/pagemap", (int)C->pid);
+    C->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (C->mem_fd < 0 || C->pagemap_fd < 0)
+        return *what = "opening the worker's mem and pagemap", -errno;
+    unsigned char insn[2];
+    if (pread(C->mem_fd, insn, 2, (off_t)C->resume.rip) != 2 || insn[0] != 0x0f ||
+        insn[1] != 0x05)
+        return *what = "finding the checkpoint's syscall instruction", -EPROTO;
+    if ((rc = read_status(C->pid, &C->st)) < 0)
+        return *what = "reading the worker's status", rc;
+    if (C->st.threads != 1)
+        return *what = "the worker has more than one thread", -EBUSY;
+    if ((rc = read_fds(C->pid, C->fds, MAX_FDS)) < 0)
+        return *what = "listing the worker's descriptors", rc;
+    C->nfds = rc;
+    struct stat cst;
+    snprintf(path, sizeof path, "/proc/%d/cwd", (int)C->pid);
+    if (stat(path, &cst) < 0)
+        return *what = "reading the worker's cwd", -errno;
+    C->cwd_dev = cst.st_dev;
+    C->cwd_ino = cst.st_ino;
+    int n = parse_maps(C->pid, C->regions, C->pool, &C->pool_used);
+    if (n < 0)
+        return *what = "reading the worker's maps", n;
+    C->nregions = n;
+    /* Scratch for injected calls: the lowest page of the stack, far below its use. */
+    for (int i = 0; i < n; i++) {
+        struct region *r = &C->regions[i];
+        if (r->stack) {
+            C->stack_start = r->start;
+            if (regs.rsp - r->start < (uintptr_t)page_size * 2)
+                return *what = "the stack has no room below the checkpoint", -ENOSPC;
+            C->scratch = r->start;
+        }
+        if (r->heap)
+            C->heap_end = r->end;
+        if (r->shared && (r->prot & PROT_WRITE))
+            return *what = "a shared writable mapping cannot be rewound", -ENOTSUP;
+    }
+    if (!C->scratch)
+        return *what = "the worker has no [stack] mapping", -ENOENT;
+    /* Signal dispositions the checkpoint catches: read them through the scratch page. */
+    for (int sig = 1; sig <= MAX_SIG; sig++) {
+        struct kact *a = &C->acts[sig];
+        memset(a, 0, sizeof *a);
+        uint64_t bit = 1ULL << (sig - 1);
+        if (C->st.ign & bit)
+            a->handler = (uint64_t)(uintptr_t)SIG_IGN;
+        if (!(C->st.cgt & bit))
+            continue;
+        long ret;
+        if ((rc = inject(SYS_rt_sigaction, sig, 0, (long)C->scratch, 8, &ret)) < 0 || ret < 0)
+            return *what = "reading a signal disposition", rc < 0 ? rc : (int)ret;
+        if (pread(C->mem_fd, a, sizeof *a, (off_t)C->scratch) != (ssize_t)sizeof *a)
+            return *what = "reading a signal disposition", -EIO;
+    }
+    long brk_now;
+    if ((rc = inject(SYS_brk, 0, 0, 0, 0, &brk_now)) < 0)
+        return *what = "reading brk", rc;
+    C->brk = (uintptr_t)brk_now;
+    /* Back up every writable private mapping; reading also makes each page present,
+     * so a page that is missing later was dropped during a request. */
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        struct region *r = &C->regions[i];
+        if (is_tracked(r) && (r->prot & PROT_WRITE)) {
+            r->backup = total;
+            total += r->end - r->start;
+        }
+        if (r->special && r->path && !strcmp(C->pool + r->path, "[vdso]")) {
+            C->vdso_start = r->start;
+            C->vdso_len = r->end - r->start;
+        }
+    }
+    C->backup_len = total ? total : (size_t)page_size;
+    C->backup = mmap(NULL, C->backup_len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (C->backup == MAP_FAILED) {
+        C->backup = NULL;
+        return *what = "allocating the backup", -ENOMEM;
+    }
+    madvise(C->backup, C->backup_len, MADV_DONTFORK);
+    for (int i = 0; i < n; i++) {
+        struct region *r = &C->regions[i];
+        size_t len = r->end - r->start;
+        if (!is_tracked(r) || !(r->prot & PROT_WRITE))
+            continue;
+        if (pread(C->mem_fd, C->backup + r->backup, len, (off_t)r->start) != (ssize_t)len)
+            return *what = "copying the worker's memory", -EIO;
+    }
+    if (C->vdso_len > sizeof C->vdso ||
+        (C->vdso_len && pread(C->mem_fd, C->vdso, C->vdso_len, (off_t)C->vdso_start) !=
+                            (ssize_t)C->vdso_len))
+        return *what = "reading the vdso", -EIO;
+    /* Units: runs of adjacent tracked regions, scanned with one call each. */
+    C->nunits = 0;
+    for (int i = 0; i < n; i++) {
+        struct region *r = &C->regions[i];
+        if (!is_tracked(r))
+            continue;
+        if (C->nunits && C->units[C->nunits - 1].end == r->start && i > 0 &&
+            is_tracked(&C->regions[i - 1]))
+            C->units[C->nunits - 1].end = r->end;
+        else {
+            if (C->nunits >= MAX_UNITS)
+                return *what = "too many mappings", -E2BIG;
+            C->units[C->nunits].start = r->start;
+            C->units[C->nunits++].end = r->end;
+        }
+    }
+    for (int i = 0; i < C->nunits; i++) {
+        struct rw_pm_scan_arg arg = {
+            .size = sizeof arg,
+            .flags = RW_PM_SCAN_WP_MATCHING | RW_PM_SCAN_CHECK_WPASYNC,
+            .start = C->units[i].start,
+            .end = C->units[i].end,
+            .category_mask = RW_PAGE_IS_WRITTEN,
+            .return_mask = RW_PAGE_IS_WRITTEN,
+        };
+        if (ioctl(C->pagemap_fd, RW_PAGEMAP_SCAN, &arg) < 0)
+            return *what = "write-protecting the worker (is every mapping tracked?)", -errno;
+    }
+    return 0;
+}
+
+/* ---- rewind ----------------------------------------------------------------------- */
+
+/* Collect written or dropped pages of every unit into C->found; -EPERM when a mapping
+ * lost its registration (it was unmapped and mapped again in the same place). */
+static int scan_units(void) {
+    C->nfound = 0;
+    for (int u = 0; u < C->nunits; u++) {
+        uintptr_t pos = C->units[u].start, end = C->units[u].end;
+        while (pos < end) {
+            struct rw_pm_scan_arg arg = {
+                .size = sizeof arg,
+                .flags = RW_PM_SCAN_CHECK_WPASYNC,
+                .start = pos,
+                .end = end,
+                .vec = (uintptr_t)C->vec,
+                .vec_len = SCAN_VEC,
+                .category_inverted = RW_PAGE_IS_PRESENT,
+                .category_mask = RW_PAGE_IS_WPALLOWED,
+                .category_anyof_mask = RW_PAGE_IS_WRITTEN | RW_PAGE_IS_PRESENT,
+                .return_mask = RW_PAGE_IS_WRITTEN | RW_PAGE_IS_PRESENT,
+            };
+            long got = ioctl(C->pagemap_fd, RW_PAGEMAP_SCAN, &arg);
+            if (got < 0)
+                return -errno;
+            for (long i = 0; i < got; i++) {
+                if (C->nfound >= MAX_RANGES)
+                    return -E2BIG;
+                C->found[C->nfound].start = C->vec[i].start;
+                C->found[C->nfound].end = C->vec[i].end;
+                C->found[C->nfound++].categories = C->vec[i].categories;
+            }
+            if (got < SCAN_VEC)
+                break; /* the output buffer is not full: the walk is complete */
+            pos = C->vec[got - 1].end;
+        }
+    }
+    return 0;
+}
+
+/* Check every found range: written pages in read-only memory mean code or RELRO was
+ * patched (no backup: refuse); absent pages there are just never-touched file pages. */
+static const char *check_found(void) {
+    for (int i = 0; i < C->nfound; i++) {
+        struct range *f = &C->found[i];
+        for (uintptr_t a = f->start; a < f->end;) {
+            int k = find_region(C->regions, C->nregions, a);
+            if (k < 0)
+                return "a written page lies outside the checkpoint's mappings";
+            const struct region *r = &C->regions[k];
+            if (!(r->prot & PROT_WRITE) && (f->categories & RW_PAGE_IS_WRITTEN))
+                return "read-only memory (code or RELRO) was written";
+            a = r->end < f->end ? r->end : f->end;
+        }
+    }
+    return NULL;
+}
+
+struct plan {
+    uintptr_t unmap_start[MAX_REGIONS / 4], unmap_end[MAX_REGIONS / 4];
+    int nunmap;
+    int reset_brk;
+};
+static struct plan P;
+
+/* Compare the worker's mappings with the checkpoint's and plan the repairs. */
+static const char *plan_maps(void) {
+    int n = parse_maps(C->pid, C->cur, C->cur_pool, &C->cur_used);
+    if (n < 0)
+        return "reading the worker's maps failed";
+    C->ncur = n;
+    P.nunmap = 0;
+    P.reset_brk = 0;
+    int j = 0;
+    for (int i = 0; i < C->nregions; i++) {
+        const struct region *k = &C->regions[i];
+        while (j < n && C->cur[j].end <= k->start) {
+            const struct region *c = &C->cur[j];
+            /* in no checkpoint region: new */
+            if (c->special)
+                return "a special mapping moved";
+            {
+                if (P.nunmap >= (int)(sizeof P.unmap_start / sizeof P.unmap_start[0]))
+                    return "too many new mappings";
+                P.unmap_start[P.nunmap] = c->start;
+                P.unmap_end[P.nunmap++] = c->end;
+            }
+            j++;
+        }
+        if (j < n && k->stack && C->cur[j].stack && C->cur[j].end == k->end &&
+            C->cur[j].start < k->start && C->cur[j].prot == k->prot) {
+            /* the stack grew below its checkpoint extent: drop the growth */
+            P.unmap_start[P.nunmap] = C->cur[j].start;
+            P.unmap_end[P.nunmap++] = k->start;
+            j++;
+            continue;
+        }
+        if (j < n && k->heap && C->cur[j].heap && C->cur[j].start == k->start &&
+            C->cur[j].end < k->end)
+            return "the heap shrank below its checkpoint size";
+        if (j >= n || !same_region(&C->cur[j], C->cur_pool, k, C->pool))
+            return "a checkpoint mapping was removed, moved or re-protected";
+        j++;
+    }
+    for (; j < n; j++) {
+        const struct region *c = &C->cur[j];
+        if (c->special)
+            return "a special mapping moved";
+        if (P.nunmap >= (int)(sizeof P.unmap_start / sizeof P.unmap_start[0]))
+            return "too many new mappings";
+        P.unmap_start[P.nunmap] = c->start;
+        P.unmap_end[P.nunmap++] = c->end;
+    }
+    /* A heap that grew shows as new [heap] regions above the checkpoint's end; brk
+     * is reset rather than unmapped, so the kernel's brk agrees with malloc's. */
+    int keep = 0;
+    for (int i = 0; i < P.nunmap; i++) {
+        int k = find_region(C->cur, n, P.unmap_start[i]);
+        if (k >= 0 && C->cur[k].heap && P.unmap_start[i] >= C->heap_end) {
+            P.reset_brk = 1;
+            continue;
+        }
+        P.unmap_start[keep] = P.unmap_start[i];
+        P.unmap_end[keep++] = P.unmap_end[i];
+    }
+    P.nunmap = keep;
+    return NULL;
+}
+
+static const char *check_kernel_state(struct pstatus *st) {
+    if (read_status(C->pid, st) < 0)
+        return "reading the worker's status failed";
+    if (st->threads != 1)
+        return "the request left threads";
+    /* SIGCHLD, SIGURG, SIGWINCH and SIGCONT are ignored by default: harmless. */
+    uint64_t harmless = (1ULL << (SIGCHLD - 1)) | (1ULL << (SIGURG - 1)) |
+                        (1ULL << (SIGWINCH - 1)) | (1ULL << (SIGCONT - 1));
+    if ((st->pnd | st->shdpnd) & ~harmless)
+        return "signals are pending";
+    struct stat cst;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/cwd", (int)C->pid);
+    if (stat(path, &cst) < 0 || cst.st_dev != C->cwd_dev || cst.st_ino != C->cwd_ino)
+        return "the working directory changed";
+    snprintf(path, sizeof path, "/proc/%d/timers", (int)C->pid);
+    char buf[256];
+    size_t len = 0;
+    if (read_file_into(path, buf, sizeof buf, &len) == 0 && len > 0)
+        return "the request created POSIX timers";
+    if (C->vdso_len) {
+        char now[sizeof C->vdso];
+        if (pread(C->mem_fd, now, C->vdso_len, (off_t)C->vdso_start) != (ssize_t)C->vdso_len ||
+            memcmp(now, C->vdso, C->vdso_len) != 0)
+            return "the vdso was modified";
+    }
+    return NULL;
+}
+
+/* The kernel-side repairs, as system calls made by the stopped worker. */
+static const char *repair(const struct pstatus *st) {
+    long ret;
+    for (int i = 0; i < P.nunmap; i++)
+        if (inject(SYS_munmap, (long)P.unmap_start[i], (long)(P.unmap_end[i] - P.unmap_start[i]),
+                   0, 0, &ret) < 0 ||
+            ret != 0)
+            return "unmapping a new mapping failed";
+    if (P.reset_brk && (inject(SYS_brk, (long)C->brk, 0, 0, 0, &ret) < 0 ||
+                        (uintptr_t)ret != C->brk))
+        return "resetting brk failed";
+    /* Descriptors: close what is new; what the checkpoint had must be unchanged. */
+    struct saved_fd now[MAX_FDS];
+    int n = read_fds(C->pid, now, MAX_FDS);
+    if (n < 0)
+        return "the request opened too many descriptors";
+    int seen = 0;
+    for (int i = 0; i < n; i++) {
+        const struct saved_fd *s = NULL;
+        for (int k = 0; k < C->nfds; k++)
+            if (C->fds[k].fd == now[i].fd)
+                s = &C->fds[k];
+        if (!s) {
+            if (inject(SYS_close, now[i].fd, 0, 0, 0, &ret) < 0)
+                return "closing a request's descriptor failed";
+            continue;
+        }
+        seen++;
+        if (s->dev != now[i].dev || s->ino != now[i].ino)
+            return "a checkpoint descriptor was replaced";
+        if (s->flags != now[i].flags &&
+            (inject(SYS_fcntl, s->fd, F_SETFL, (long)s->flags, 0, &ret) < 0 || ret < 0))
+            return "restoring a descriptor's flags failed";
+    }
+    if (seen != C->nfds)
+        return "a checkpoint descriptor was closed";
+    /* Signal dispositions: whatever is or was caught, and whatever changed. */
+    for (int sig = 1; sig <= MAX_SIG; sig++) {
+        uint64_t bit = 1ULL << (sig - 1);
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        if (!((C->st.cgt | st->cgt) & bit) && !((C->st.ign ^ st->ign) & bit))
+            continue;
+        if (poke(C->scratch, &C->acts[sig], sizeof C->acts[sig]) < 0 ||
+            inject(SYS_rt_sigaction, sig, (long)C->scratch, 0, 8, &ret) < 0 || ret != 0)
+            return "restoring a signal disposition failed";
+    }
+    if (st->blk != C->st.blk &&
+        (poke(C->scratch, &C->st.blk, 8) < 0 ||
+         inject(SYS_rt_sigprocmask, SIG_SETMASK, (long)C->scratch, 0, 8, &ret) < 0 || ret != 0))
+        return "restoring the signal mask failed";
+    if (st->umask != C->st.umask && inject(SYS_umask, (long)C->st.umask, 0, 0, 0, &ret) < 0)
+        return "restoring the umask failed";
+    /* Children killed by stop() are the worker's zombies now: reap them in it. */
+    for (int i = 0; i < C->nzombies; i++)
+        if (inject(SYS_wait4, C->zombies[i], 0, __WALL, 0, &ret) < 0)
+            return "reaping a killed child failed";
+    C->nzombies = 0;
+    pid_t kids[64];
+    if (read_children(C->pid, kids, 64) != 0)
+        return "the worker still has children";
+    return NULL;
+}
+
+/* Copy back written and dropped pages, then write-protect them again. */
+static const char *restore_memory(void) {
+    for (int i = 0; i < C->nfound; i++) {
+        struct range *f = &C->found[i];
+        for (uintptr_t a = f->start; a < f->end;) {
+            int k = find_region(C->regions, C->nregions, a);
+            if (k < 0)
+                return "a found page left the checkpoint's mappings";
+            const struct region *r = &C->regions[k];
+            uintptr_t stop = r->end < f->end ? r->end : f->end;
+            if (r->prot & PROT_WRITE) {
+                if (poke(a, C->backup + r->backup + (a - r->start), stop - a) < 0)
+                    return "writing the worker's memory failed";
+                C->pages += (stop - a) / (uintptr_t)page_size;
+            }
+            a = stop;
+        }
+        C->ranges++;
+    }
+    for (int i = 0; i < C->nfound; i++) {
+        struct rw_pm_scan_arg arg = {
+            .size = sizeof arg,
+            .flags = RW_PM_SCAN_WP_MATCHING | RW_PM_SCAN_CHECK_WPASYNC,
+            .start = C->found[i].start,
+            .end = C->found[i].end,
+            .category_mask = RW_PAGE_IS_WRITTEN,
+            .return_mask = RW_PAGE_IS_WRITTEN,
+        };
+        if (ioctl(C->pagemap_fd, RW_PAGEMAP_SCAN, &arg) < 0)
+            return "write-protecting restored pages failed";
+    }
+    return NULL;
+}
+
+/* ---- Python entry points ------------------------------------------------------------ */
+
+/* The probe's child: track a small mapping, write one page, report, wait to be killed. */
+static void probe_child(char *mem, long ps, int report) {
+    int err = 0;
+    int fd = open_uffd();
+    if (fd < 0)
+        err = -fd;
     struct uffdio_register reg = {
         .range = {.start = (uintptr_t)mem, .len = (uint64_t)ps * 4},
         .mode = UFFDIO_REGISTER_MODE_WP,
@@ -747,341 +1072,248 @@ static PyObject *py_probe(PyObject *self, PyObject *unused) {
         .range = {.start = (uintptr_t)mem, .len = (uint64_t)ps * 4},
         .mode = UFFDIO_WRITEPROTECT_MODE_WP,
     };
-    if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0 || ioctl(fd, UFFDIO_WRITEPROTECT, &wp) < 0) {
-        why = "UFFDIO_REGISTER/WRITEPROTECT in WP_ASYNC mode";
+    if (!err && (ioctl(fd, UFFDIO_REGISTER, &reg) < 0 || ioctl(fd, UFFDIO_WRITEPROTECT, &wp) < 0))
         err = errno;
-        goto out_map;
+    mem[ps * 2] = 2;
+    ssize_t w = write(report, &err, sizeof err);
+    (void)w;
+    for (;;)
+        pause(); /* until killed */
+}
+
+static PyObject *py_probe(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    long ps = sysconf(_SC_PAGESIZE);
+    char *mem = mmap(NULL, (size_t)ps * 4, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
+        return PyUnicode_FromFormat("mmap failed (%s)", strerror(errno));
+    memset(mem, 1, (size_t)ps * 4);
+    const char *why = NULL;
+    int err = 0;
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        munmap(mem, (size_t)ps * 4);
+        return PyUnicode_FromFormat("pipe failed (%s)", strerror(errno));
     }
-    mem[(size_t)ps * 2] = 2;
-    pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    if (pm < 0) {
-        why = "open /proc/self/pagemap";
+    /* A child tracks its memory and writes one page; this process finds that page
+     * through the child's pagemap after seizing it: the calls a rewind makes. */
+    pid_t pid = fork();
+    if (pid == 0)
+        probe_child(mem, ps, pipefd[1]);
+    close(pipefd[1]);
+    int child_err = 0;
+    if (pid < 0) {
+        why = "fork";
         err = errno;
-        goto out_map;
-    }
-    struct rw_page_region vec[4];
-    struct rw_pm_scan_arg arg = {
-        .size = sizeof arg,
-        .flags = RW_PM_SCAN_CHECK_WPASYNC,
-        .start = (uintptr_t)mem,
-        .end = (uintptr_t)mem + (uint64_t)ps * 4,
-        .vec = (uintptr_t)vec,
-        .vec_len = 4,
-        .category_mask = RW_PAGE_IS_WPALLOWED | RW_PAGE_IS_WRITTEN,
-        .return_mask = RW_PAGE_IS_WRITTEN,
-    };
-    long got = ioctl(pm, RW_PAGEMAP_SCAN, &arg);
-    if (got < 0) {
-        why = "PAGEMAP_SCAN";
-        err = errno;
-    } else if (got != 1 || vec[0].start != (uintptr_t)mem + (uint64_t)ps * 2 ||
-               vec[0].end != vec[0].start + (uint64_t)ps) {
-        why = "PAGEMAP_SCAN did not report exactly the written page";
+    } else if (read(pipefd[0], &child_err, sizeof child_err) != sizeof child_err) {
+        why = "the probe child";
         err = EIO;
+    } else if (child_err) {
+        why = "userfaultfd in UFFD_FEATURE_WP_ASYNC mode";
+        err = child_err;
+    } else if (ptrace(PTRACE_SEIZE, pid, 0, 0) < 0) {
+        why = "ptrace(PTRACE_SEIZE) of a child";
+        err = errno;
+    } else {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/pagemap", (int)pid);
+        int pm = open(path, O_RDONLY | O_CLOEXEC);
+        struct rw_page_region vec[4];
+        struct rw_pm_scan_arg arg = {
+            .size = sizeof arg,
+            .flags = RW_PM_SCAN_CHECK_WPASYNC,
+            .start = (uintptr_t)mem,
+            .end = (uintptr_t)mem + (uint64_t)ps * 4,
+            .vec = (uintptr_t)vec,
+            .vec_len = 4,
+            .category_mask = RW_PAGE_IS_WPALLOWED | RW_PAGE_IS_WRITTEN,
+            .return_mask = RW_PAGE_IS_WRITTEN,
+        };
+        long got = pm < 0 ? -1 : ioctl(pm, RW_PAGEMAP_SCAN, &arg);
+        if (got < 0) {
+            why = pm < 0 ? "opening a child's pagemap" : "PAGEMAP_SCAN";
+            err = errno;
+        } else if (got != 1 || vec[0].start != (uintptr_t)mem + (uint64_t)ps * 2) {
+            why = "PAGEMAP_SCAN did not report exactly the written page";
+            err = EIO;
+        }
+        if (pm >= 0)
+            close(pm);
     }
-    close(pm);
-out_map:
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, __WALL);
+    }
+    close(pipefd[0]);
     munmap(mem, (size_t)ps * 4);
-out_fd:
-    close(fd);
     if (why)
         return PyUnicode_FromFormat("%s failed (%s)", why, strerror(err));
     Py_RETURN_NONE;
 }
 
-static int count_tasks(void) {
-    int dfd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -errno;
-    char buf[4096];
-    int n = 0;
-    pid_t me = getpid();
-    for (;;) {
-        long got = syscall(SYS_getdents64, dfd, buf, sizeof buf);
-        if (got <= 0)
-            break;
-        for (long off = 0; off < got;) {
-            struct dirent64 *d = (struct dirent64 *)(buf + off);
-            off += d->d_reclen;
-            if (d->d_name[0] < '0' || d->d_name[0] > '9')
-                continue;
-            pid_t tid = (pid_t)atoi(d->d_name);
-            n++;
-            if (tid != me)
-                syscall(SYS_tgkill, me, tid, KILL_SIG);
-        }
-    }
-    close(dfd);
-    return n;
-}
-
-static PyObject *py_kill_threads(PyObject *self, PyObject *arg) {
-    (void)self;
-    double timeout = PyFloat_AsDouble(arg);
-    if (timeout < 0 && PyErr_Occurred())
-        return NULL;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = thread_exit_handler;
-    sigfillset(&sa.sa_mask);
-    if (sigaction(KILL_SIG, &sa, NULL) < 0)
-        return os_error(errno, "installing the thread-exit handler");
-    double limit = now_ms() + timeout * 1000;
-    int killed = 0;
-    for (;;) {
-        int n = count_tasks();
-        if (n < 0)
-            return os_error(-n, "listing /proc/self/task");
-        if (n <= 1)
-            break;
-        killed = n - 1 > killed ? n - 1 : killed;
-        if (now_ms() > limit)
-            return os_error(EBUSY, "threads started by the request would not exit");
-        struct timespec ts = {0, 100000};
-        nanosleep(&ts, NULL);
-    }
-    return PyLong_FromLong(killed);
-}
-
-static int setup_state(void) {
-    page_size = sysconf(_SC_PAGESIZE);
-    size_t len = (sizeof(struct state) + (size_t)page_size - 1) & ~((size_t)page_size - 1);
-    size_t total = len + 2 * (size_t)page_size;
-    char *base = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED)
-        return -errno;
-    if (mprotect(base + page_size, len, PROT_READ | PROT_WRITE) < 0) {
-        int e = errno;
-        munmap(base, total);
-        return -e;
-    }
-    S = (struct state *)(base + page_size);
-    S->own_start = (uintptr_t)base;
-    S->own_end = (uintptr_t)base + total;
-    S->uffd = S->pagemap_fd = S->cwd_fd = -1;
-    return 0;
-}
-
-static int tracked_size(struct region *rs, int n, size_t *out) {
-    size_t total = 0;
-    for (int i = 0; i < n; i++) {
-        struct region *r = &rs[i];
-        r->own = (r->start < S->own_end && r->end > S->own_start) ||
-                 (r->start < S->bk_end && r->end > S->bk_start);
-        r->tracked = is_tracked(r);
-        if (r->tracked) {
-            r->backup = total;
-            total += r->end - r->start;
-        }
-    }
-    *out = total;
-    return 0;
-}
-
-static PyObject *py_checkpoint(PyObject *self, PyObject *unused) {
+static PyObject *py_track(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
-    const char *what = NULL;
-    int rc;
-    if (S) {
-        PyErr_SetString(PyExc_RuntimeError, "checkpoint() can be taken only once");
+    int fd = open_uffd();
+    if (fd < 0)
+        return os_error(-fd, "userfaultfd");
+    int rc = register_all(fd, getpid());
+    if (rc < 0) {
+        close(fd);
+        return os_error(-rc, "UFFDIO_REGISTER");
+    }
+    return PyLong_FromLong(fd);
+}
+
+static PyObject *py_capture(PyObject *self, PyObject *args) {
+    (void)self;
+    int pid, gate_fd;
+    if (!PyArg_ParseTuple(args, "ii", &pid, &gate_fd))
         return NULL;
+    double t0 = now_ms();
+    int rc = alloc_state(pid);
+    if (rc < 0)
+        return os_error(-rc, "allocating the checkpoint");
+    const char *what = NULL;
+    rc = capture_state(gate_fd, &what);
+    if (rc == 0)
+        rc = put_registers();
+    if (rc == 0)
+        rc = detach();
+    wipe_scratch();
+    if (rc < 0) {
+        release();
+        return os_error(-rc, what ? what : "resuming the worker");
     }
-    if ((rc = setup_state()) < 0)
-        return os_error(-rc, "allocating the restorer's memory");
-    uint64_t features;
-    if ((rc = open_uffd(&features)) < 0) {
-        what = "userfaultfd";
-        goto fail;
-    }
-    S->uffd = rc;
-    S->features = features;
-    S->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    S->cwd_fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (S->pagemap_fd < 0 || S->cwd_fd < 0) {
-        rc = -errno;
-        what = "opening /proc/self/pagemap or the cwd";
-        goto fail;
-    }
-    S->umask = umask(0);
-    umask(S->umask);
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (!skip_signal(sig) && sigaction(sig, NULL, &S->actions[sig]) < 0) {
-            rc = -errno;
-            what = "sigaction";
-            goto fail;
-        }
-    for (int t = 0; t < 3; t++)
-        getitimer(t, &S->timers[t]);
-    S->brk = (uintptr_t)syscall(SYS_brk, 0);
-    /* Allocate the backup: size it from the current mappings, with room to spare. */
-    int n = parse_maps(S->regions, S->path_pool, &S->path_used);
-    if (n < 0) {
-        rc = n;
-        what = "reading /proc/self/maps";
-        goto fail;
-    }
-    size_t need;
-    tracked_size(S->regions, n, &need);
-    S->backup_len = need + (size_t)page_size * 64;
-    S->backup_map_len = S->backup_len + 2 * (size_t)page_size;
-    char *bk = mmap(NULL, S->backup_map_len, PROT_NONE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (bk == MAP_FAILED || mprotect(bk + page_size, S->backup_len, PROT_READ | PROT_WRITE) < 0) {
-        rc = -errno;
-        what = "allocating the backup";
-        goto fail;
-    }
-    S->backup = bk + page_size;
-    S->bk_start = (uintptr_t)bk;
-    S->bk_end = (uintptr_t)bk + S->backup_map_len;
-    /* Register every tracked mapping, then read the list again: registration may merge
-     * neighbours, and the list compared at every rewind is the registered one. */
-    n = parse_maps(S->regions, S->path_pool, &S->path_used);
-    if (n < 0) {
-        rc = n;
-        what = "reading /proc/self/maps";
-        goto fail;
-    }
-    tracked_size(S->regions, n, &need);
-    for (int i = 0; i < n; i++)
-        if (S->regions[i].tracked && (rc = uffd_register(S->regions[i].start,
-                                                          S->regions[i].end)) < 0) {
-            what = "UFFDIO_REGISTER";
-            goto fail;
-        }
-    n = parse_maps(S->regions, S->path_pool, &S->path_used);
-    if (n < 0) {
-        rc = n;
-        what = "reading /proc/self/maps";
-        goto fail;
-    }
-    S->nregions = n;
-    tracked_size(S->regions, n, &need);
-    if (need > S->backup_len) {
-        rc = -ENOMEM;
-        what = "the mappings grew while the checkpoint was taken";
-        goto fail;
-    }
-    S->nunits = 0;
+    int tracked = 0;
+    for (int i = 0; i < C->nregions; i++)
+        tracked += is_tracked(&C->regions[i]);
+    return Py_BuildValue("{s:i,s:i,s:i,s:n,s:d}", "regions", C->nregions, "tracked", tracked,
+                         "units", C->nunits, "backup_bytes", (Py_ssize_t)C->backup_len, "ms",
+                         now_ms() - t0);
+}
+
+static PyObject *py_stop(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    if (!C)
+        return os_error(EINVAL, "stop() without a checkpoint");
+    int rc = seize_stop(C->pid);
+    if (rc < 0)
+        return PyUnicode_FromFormat("the worker could not be stopped (%s)", strerror(-rc));
+    struct pstatus st;
+    if (read_status(C->pid, &st) < 0 || st.threads != 1)
+        return PyUnicode_FromString("the request left threads");
+    /* Its children die now; it reaps them in rewind(). Grandchildren re-parent to us. */
+    pid_t kids[MAX_ZOMBIES];
+    int n = read_children(C->pid, kids, MAX_ZOMBIES);
+    if (n < 0 || n >= MAX_ZOMBIES)
+        return PyUnicode_FromString("the request left too many children");
     for (int i = 0; i < n; i++) {
-        if (!S->regions[i].tracked)
-            continue;
-        if (i > 0 && S->regions[i - 1].tracked && S->nunits)
-            S->units[S->nunits - 1].end = S->regions[i].end;
-        else {
-            if (S->nunits >= MAX_UNITS) {
-                rc = -E2BIG;
-                what = "too many mappings";
-                goto fail;
-            }
-            S->units[S->nunits].start = S->regions[i].start;
-            S->units[S->nunits++].end = S->regions[i].end;
-        }
+        kill(kids[i], SIGKILL);
+        if (C->nzombies < MAX_ZOMBIES)
+            C->zombies[C->nzombies++] = kids[i];
     }
-    if ((rc = record_fds()) < 0) {
-        what = "listing descriptors";
-        goto fail;
-    }
-    if (sigprocmask(SIG_SETMASK, NULL, &S->mask) < 0) {
-        rc = -errno;
-        what = "sigprocmask";
-        goto fail;
-    }
-    /* Snapshot on the restorer's stack; rewind() comes back here too. */
-    sigset_t all;
-    sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
-    if ((rc = run_worker(MODE_CHECKPOINT)) < 0) {
-        what = "makecontext";
-        goto fail;
-    }
-    S->resumed = 0;
-    S->error = 0;
-    if (swapcontext(&S->resume, &S->worker) < 0) {
-        rc = -errno;
-        what = "swapcontext";
-        goto fail;
-    }
-    /* Both the first pass and every rewind arrive here, with the checkpoint's mask. */
-    sigprocmask(SIG_SETMASK, &S->mask, NULL);
-    if (S->resumed)
-        Py_RETURN_TRUE;
-    if (S->error) {
-        rc = -S->error;
-        what = S->failed;
-        goto fail;
-    }
-    Py_RETURN_FALSE;
-fail:
-    return os_error(-rc, what ? what : "checkpoint");
+    Py_RETURN_NONE;
 }
 
 static PyObject *py_rewind(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
-    if (!S || S->backup == NULL)
-        return os_error(EINVAL, "rewind() without a checkpoint");
-    const char *what = NULL;
-    int rc = restore_fds(&what);
-    if (rc < 0)
-        return os_error(-rc, what);
-    if (fchdir(S->cwd_fd) < 0)
-        return os_error(errno, "restoring the cwd");
-    umask(S->umask);
-    sigset_t all;
-    sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (!skip_signal(sig) && sigaction(sig, &S->actions[sig], NULL) < 0)
-            return os_error(errno, "restoring a signal disposition");
-    for (int t = 0; t < 3; t++)
-        if (setitimer(t, &S->timers[t], NULL) < 0)
-            return os_error(errno, "restoring an interval timer");
-    /* From here on memory changes: any failure ends the process. */
-    uintptr_t got = (uintptr_t)syscall(SYS_brk, S->brk);
-    if (got != S->brk)
-        die("resetting brk", ENOMEM);
-    if (run_worker(MODE_REWIND) < 0)
-        die("makecontext", errno);
-    ucontext_t here;
-    swapcontext(&here, &S->worker);
-    die("the rewind returned", EINVAL);
-    return NULL;
+    if (!C || !C->attached)
+        return os_error(EINVAL, "rewind() of a worker that is not stopped");
+    double t0 = now_ms();
+    C->pages = C->ranges = C->injected = 0;
+    struct pstatus st;
+    const char *why = check_kernel_state(&st);
+    if (!why)
+        why = plan_maps();
+    if (!why) {
+        int rc = scan_units();
+        if (rc == -EPERM)
+            why = "a tracked mapping was replaced";
+        else if (rc < 0)
+            why = "PAGEMAP_SCAN failed";
+    }
+    if (!why)
+        why = check_found(); /* before any injection: the syscall instruction is intact */
+    if (!why)
+        why = repair(&st);
+    if (!why)
+        why = restore_memory();
+    if (!why && (put_registers() < 0 || detach() < 0))
+        why = "resuming the worker failed";
+    wipe_scratch();
+    if (why)
+        return PyUnicode_FromString(why); /* the worker stays stopped: the caller kills it */
+    C->last_ms = now_ms() - t0;
+    return Py_BuildValue("{s:k,s:k,s:k,s:d}", "pages", C->pages, "ranges", C->ranges,
+                         "injected", C->injected, "ms", C->last_ms);
 }
 
-static PyObject *py_stats(PyObject *self, PyObject *unused) {
+static PyObject *py_release(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
-    if (!S)
-        Py_RETURN_NONE;
-    int tracked = 0;
-    for (int i = 0; i < S->nregions; i++)
-        tracked += S->regions[i].tracked;
-    return Py_BuildValue("{s:k,s:k,s:k,s:k,s:d,s:i,s:i,s:i,s:n}", "pages_copied",
-                         S->pages_copied, "ranges", S->ranges, "recreated", S->recreated,
-                         "unmapped", S->unmapped, "last_ms", S->last_ms, "regions",
-                         S->nregions, "tracked", tracked, "units", S->nunits,
-                         "backup_bytes", (Py_ssize_t)S->backup_len);
+    release();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_drain(PyObject *self, PyObject *args) {
+    (void)self;
+    int fd;
+    if (!PyArg_ParseTuple(args, "i", &fd))
+        return NULL;
+    /* Read whatever is in the worker's status pipe into a buffer that is wiped: the
+     * action can write there, and this process keeps no request bytes. Returns the
+     * first byte's meaning only. */
+    char buf[4096];
+    int first = -1;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (first < 0)
+            first = (unsigned char)buf[0];
+        if ((size_t)n < sizeof buf)
+            break;
+    }
+    memset(buf, 0, sizeof buf);
+    __asm__ __volatile__("" : : "r"(buf) : "memory");
+    if (first == 'D')
+        return PyUnicode_FromString("done");
+    if (first == 'X')
+        return PyUnicode_FromString("exited");
+    if (first < 0)
+        return PyUnicode_FromString("none");
+    return PyUnicode_FromString("other");
 }
 
 static PyMethodDef methods[] = {
     {"probe", py_probe, METH_NOARGS,
      "None when in-place rewind works here, else the reason it does not."},
-    {"checkpoint", py_checkpoint, METH_NOARGS,
-     "Take the checkpoint; False now, True each time rewind() comes back here."},
+    {"track", py_track, METH_NOARGS,
+     "(worker) Register every private mapping for write tracking; returns the userfaultfd."},
+    {"capture", py_capture, METH_VARARGS,
+     "capture(pid, gate_fd): checkpoint the worker blocked reading gate_fd."},
+    {"stop", py_stop, METH_NOARGS,
+     "Stop the worker and kill its children; None, or why it cannot be rewound."},
     {"rewind", py_rewind, METH_NOARGS,
-     "Return to the checkpoint (does not return; OSError if it cannot start)."},
-    {"kill_threads", py_kill_threads, METH_O,
-     "End every thread but the caller within timeout seconds; return how many."},
-    {"stats", py_stats, METH_NOARGS, "Figures of the checkpoint and the last rewind."},
+     "Rewind the stopped worker and let it go; figures, or why it could not be rewound."},
+    {"release", py_release, METH_NOARGS, "Forget the checkpoint (the worker is gone)."},
+    {"drain", py_drain, METH_VARARGS,
+     "drain(fd): empty the status pipe; 'done', 'exited', 'none' or 'other'."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "rewind.memory._inplace",
-    "In-place checkpoint and rewind with userfaultfd WP_ASYNC and PAGEMAP_SCAN.", -1,
-    methods, NULL, NULL, NULL, NULL,
+    "In-place rewind of a request process from its parent: ptrace, userfaultfd WP_ASYNC "
+    "and PAGEMAP_SCAN.",
+    -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__inplace(void) { return PyModule_Create(&module); }

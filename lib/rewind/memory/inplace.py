@@ -1,33 +1,58 @@
-"""The inplace backend: userfaultfd write-protection and copy-back (launcher process).
+"""The inplace backend: one long-lived request process, rewound in place from outside.
 
-Like the REWIND kernel backend, requests run in the launcher itself: it checkpoints
-once, right before serving, and rewinds after every reply, from the same place in the
-loop. The C extension ``rewind.memory._inplace`` does the work: at the checkpoint it
-copies every writable private mapping to a backup between guard pages and
-write-protects it with a userfaultfd in WP_ASYNC mode; at a rewind it closes the
-request's descriptors, restores cwd, umask, signal dispositions and mask and interval
-timers, resets brk, unmaps new mappings and re-creates removed ones, asks PAGEMAP_SCAN
-which pages were written, copies them back, re-protects them and resumes inside the
-checkpoint call, so the loop's own frames and heap are exactly the checkpoint's.
-Threads the request started are ended (a realtime signal whose handler exits the
-thread) and its processes are killed before that. Nothing is reseeded: every request
-starts with the checkpoint's ``random`` state, which holds no request data.
+After the checkpoint the launcher becomes the snapshot process, as with fork: it never
+runs action code and never reads request or result bytes. It forks one worker, which
+registers its memory for write tracking (userfaultfd WP_ASYNC) and blocks reading a
+private gate pipe: that instant is the checkpoint, which the snapshot process captures
+with ptrace (registers, descriptors, signal state, mappings, a copy of the writable
+memory). The worker then serves a request exactly like a fork child (it reads stdin
+itself, writes its result to a memfd), but instead of exiting it is stopped, and the
+snapshot process puts it back with the C extension ``rewind.memory._inplace``: system
+calls injected into the stopped worker repair kernel state, PAGEMAP_SCAN lists the
+written pages, /proc/PID/mem writes them back, and the registers are reset so the
+worker re-enters its gate read. Nothing in the worker, which may be hostile by then,
+takes part in its own rewind.
+
+Whatever cannot be put back exactly makes the snapshot process kill the worker and
+fork a new one (the request is answered first); after MAX_REFORKS_IN_A_ROW such
+requests in a row it serves the rest of its life with the fork backend, and says why.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
+import os
 import random
+import resource
+import select
+import signal
+import time
+from dataclasses import dataclass
 from types import ModuleType
+from typing import NoReturn
 
+from rewind.launcher import errors
+from rewind.launcher.action import deadline_of, error_line, flush_logs, run_request
 from rewind.launcher.errors import EXIT_OK, FailClosed
+from rewind.launcher.protocol import write_all
 from rewind.memory import sysapi
-from rewind.memory.base import ServeContext, serve_one_in_process
-from rewind.memory.fork import kill_descendants
+from rewind.memory.base import ServeContext, exited_line
+from rewind.memory.child import decode_started, encode_started, harden, prewarm
+from rewind.memory.fork import (
+    KILL_TIMEOUT_S,
+    Outcome,
+    describe_failure,
+    fork_backend,
+    forward,
+    result_is_one_line,
+)
 
-# How long threads started by a request may take to exit before we fail closed.
-THREAD_KILL_TIMEOUT_S = 2.0
+# The "started" record has a fixed size, so the snapshot process reads exactly the
+# trusted bytes and never what the action may write after them.
+STARTED_LEN = 64
+READY = b"R"
+MAX_REFORKS_IN_A_ROW = 3
 
 
 def _extension() -> tuple[ModuleType | None, str]:
@@ -55,50 +80,267 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
+def _pad_started(record: bytes) -> bytes:
+    return record.rstrip(b"\n").ljust(STARTED_LEN - 1) + b"\n"
+
+
+def worker_main(
+    ctx: ServeContext, ext: ModuleType, memfd: int, status_w: int, gate_r: int, close: list[int]
+) -> NoReturn:
+    """The worker: checkpoint at the gate read, then serve one request per rewind."""
+    code = errors.CHILD_INTERNAL_ERROR
+    try:
+        harden(close)
+        # The snapshot process attaches with ptrace at every rewind, as our parent and
+        # same user: we must stay dumpable. Core dumps could hold request data: none.
+        sysapi.set_dumpable(True)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        prewarm()
+        ext.track()
+        os.write(status_w, READY)
+        os.read(gate_r, 1)  # the checkpoint: every rewind resumes inside this read
+        random.seed()  # every rewind returns to the same state: draw a fresh seed
+        line = ctx.reader.read_line()
+        if line is None:
+            _exit(errors.CHILD_STDIN_EOF)
+        write_all(status_w, _pad_started(encode_started(deadline_of(line))))
+        try:
+            out = run_request(ctx.main, line)
+            marker = b"D"
+        except (SystemExit, KeyboardInterrupt):
+            out, marker = b"", b"X"
+        del line
+        write_all(memfd, out)
+        flush_logs()
+        os.write(status_w, marker)
+        while True:  # the snapshot process stops us here and rewinds us to the gate
+            signal.pause()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    flush_logs()
+    os._exit(code)
+
+
+def _poll(fds: list[int], timeout: float | None) -> list[int]:
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    ms = None if timeout is None or timeout > 86400 * 24 else max(0, int(timeout * 1000))
+    while True:
+        try:
+            return [fd for fd, _ in poller.poll(ms)]
+        except InterruptedError:
+            continue
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    """Up to n bytes from a blocking pipe; fewer only when the writer is gone."""
+    got = b""
+    while len(got) < n:
+        chunk = os.read(fd, n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _reap(pid: int) -> int:
+    """Wait for the worker to be gone (past any ptrace stop); return its status."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return 0
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return status
+
+
+def kill_orphans(worker: int | None, timeout: float = KILL_TIMEOUT_S) -> int:
+    """SIGKILL and reap every child of this subreaper except the worker; return how many.
+
+    Processes a request started and abandoned re-parent here once their parent dies;
+    ``waitpid(-1)`` would also consume the worker's ptrace stops, so reap by pid.
+    """
+    killed = 0
+    limit = time.monotonic() + timeout
+    while True:
+        pids = [p for p in sysapi.child_pids() if p != worker]
+        if not pids:
+            return killed
+        if time.monotonic() > limit:
+            raise FailClosed(f"processes {pids} left by a request could not be killed")
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.0005)
+
+
+class CaptureFailed(Exception):
+    """The worker could not be checkpointed (the reason is the message)."""
+
+
+@dataclass
+class Worker:
+    """The snapshot process's handles on its worker."""
+
+    pid: int
+    pidfd: int
+    memfd: int
+    status_r: int
+    gate_w: int
+
+    def close(self) -> None:
+        for fd in (self.pidfd, self.memfd, self.status_r, self.gate_w):
+            os.close(fd)
+
+
 class InplaceBackend:
-    """Serve requests in this process, rewinding it in place after every reply."""
+    """Serve requests in one worker process, rewinding it in place after every reply."""
 
     name = "inplace"
 
+    def __init__(self) -> None:
+        self.reforks_in_a_row = 0
+
     def serve(self, ctx: ServeContext) -> int:
-        """Answer requests until EOF; a rewind that cannot be completed fails closed."""
+        """Answer requests until the proxy closes stdin (runs in the launcher)."""
         ext, why = _extension()
         if ext is None:
             raise FailClosed(why)
+        sysapi.set_dumpable(False)
         sysapi.become_subreaper()
         gc.collect()
+        gc.freeze()  # keep collector writes off the pages the worker shares with us
+        worker: Worker | None = None
+        while True:
+            if worker is None:
+                if self.reforks_in_a_row >= MAX_REFORKS_IN_A_ROW:
+                    ctx.log(
+                        f"inplace: {self.reforks_in_a_row} requests in a row could not be "
+                        "rewound in place; serving with fork from now on"
+                    )
+                    return fork_backend().serve(ctx)
+                try:
+                    worker = self._start(ctx, ext)
+                except CaptureFailed as exc:
+                    ctx.log(f"inplace: no checkpoint ({exc}); serving with fork instead")
+                    return fork_backend().serve(ctx)
+            worker, more = self._serve_one(ctx, ext, worker)
+            if not more:
+                return EXIT_OK
+
+    def _start(self, ctx: ServeContext, ext: ModuleType) -> Worker:
+        memfd = os.memfd_create("rewind-result")
+        status_r, status_w = os.pipe()
+        gate_r, gate_w = os.pipe()
+        close = [ctx.result_fd, status_r, gate_w]
+        for fd in (ctx.files.fileno() if ctx.files is not None else None, ctx.metrics_fd):
+            if fd is not None:
+                close.append(fd)
+        pid = os.fork()
+        if pid == 0:
+            worker_main(ctx, ext, memfd, status_w, gate_r, close)
+        os.close(status_w)
+        os.close(gate_r)
+        w = Worker(pid, os.pidfd_open(pid), memfd, status_r, gate_w)
+        if os.read(status_r, 1) != READY:
+            status = _reap(pid)
+            w.close()
+            raise CaptureFailed(f"the worker did not start (status {status})")
         try:
-            # Returns False now and True after every rewind, with this frame's locals
-            # and the whole heap as they are at this line.
-            resumed = ext.checkpoint()
+            figures = ext.capture(pid, gate_r)
         except OSError as exc:
-            raise FailClosed(f"in-place checkpoint failed: {exc}") from None
-        if resumed:
-            # Every rewind returns to the same random state: draw a fresh seed, or each
-            # request would see the same "random" numbers.
-            random.seed()
-        if resumed and ctx.metrics_fd is not None:
-            stats = ext.stats()
-            ctx.record(
-                rewind_ms=stats["last_ms"],
-                pages=stats["pages_copied"],
-                recreated=stats["recreated"],
-            )
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+            w.close()
+            raise CaptureFailed(str(exc)) from None
+        if ctx.metrics_fd is not None:
+            ctx.record(capture_ms=figures["ms"], backup_mb=figures["backup_bytes"] / 2**20)
+        os.write(gate_w, b"g")
+        return w
 
-        def quiesce() -> None:
-            # Threads and processes the request left share this process's stdin: they
-            # must be gone before the reply lets the proxy send the next request.
-            try:
-                ext.kill_threads(THREAD_KILL_TIMEOUT_S)
-            except OSError as exc:
-                raise FailClosed(f"in-place rewind failed: {exc}") from None
-            kill_descendants()
-
-        if not serve_one_in_process(ctx, catch_exit=True, before_reply=quiesce):
-            return EXIT_OK
+    def _serve_one(
+        self, ctx: ServeContext, ext: ModuleType, w: Worker
+    ) -> tuple[Worker | None, bool]:
+        """One request; returns (the worker to use next, or None; False at EOF)."""
+        _poll([w.status_r, w.pidfd], None)
+        started, deadline, _ = decode_started(_read_exact(w.status_r, STARTED_LEN))
+        if not started:
+            status = _reap(w.pid)  # the worker ended without a request
+            ext.release()
+            w.close()
+            kill_orphans(None)
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == errors.CHILD_STDIN_EOF:
+                return None, False
+            ctx.log(f"inplace worker ended before a request (status {status})")
+            return None, True
+        os.set_blocking(w.status_r, False)
+        timeout = None if deadline is None else deadline - time.time()
+        timed_out = not _poll([w.status_r, w.pidfd], timeout)
+        if w.pidfd in _poll([w.pidfd], 0):
+            # The worker died: answer as fork does, start a new one.
+            status = _reap(w.pid)
+            ext.release()
+            kill_orphans(None)
+            write_all(ctx.result_fd, describe_failure(Outcome(True, status, timed_out)))
+            w.close()
+            ctx.rewind_files()
+            return None, True
+        problem = ext.stop()  # before the reply: nothing of the request runs on
+        if problem is not None:
+            os.kill(w.pid, signal.SIGKILL)
+            _reap(w.pid)
+            ext.release()
+        kill_orphans(None if problem else w.pid)
+        outcome = ext.drain(w.status_r)
+        if timed_out:
+            write_all(ctx.result_fd, error_line("The action exceeded its deadline and was stopped."))
+        elif outcome == "done" and result_is_one_line(w.memfd):
+            forward(w.memfd, ctx.result_fd)
+        elif outcome == "exited":
+            write_all(ctx.result_fd, exited_line("The action exited before returning a result."))
+        else:
+            write_all(ctx.result_fd, exited_line("The action's process left a malformed result."))
+        replied_at = time.perf_counter()
         ctx.rewind_files()
-        try:
-            ext.rewind()  # does not return: resumes in checkpoint() above
-        except OSError as exc:
-            raise FailClosed(f"in-place rewind failed: {exc}") from None
-        raise FailClosed("in-place rewind returned")  # pragma: no cover
+        files_ms = (time.perf_counter() - replied_at) * 1000
+        if problem is None:
+            result = ext.rewind()
+            if isinstance(result, str):
+                problem = result
+                os.kill(w.pid, signal.SIGKILL)
+                _reap(w.pid)
+                ext.release()
+        if problem is not None:
+            self.reforks_in_a_row += 1
+            ctx.log(f"inplace: starting a new worker: {problem}")
+            w.close()
+            kill_orphans(None)
+            return None, True
+        self.reforks_in_a_row = 0
+        os.ftruncate(w.memfd, 0)
+        os.lseek(w.memfd, 0, os.SEEK_SET)
+        os.set_blocking(w.status_r, True)
+        os.write(w.gate_w, b"g")
+        if ctx.metrics_fd is not None:
+            ctx.record(
+                after_reply_ms=(time.perf_counter() - replied_at) * 1000,
+                files_ms=files_ms,
+                rewind_ms=result["ms"],
+                pages=result["pages"],
+                injected=result["injected"],
+            )
+        return w, True

@@ -1,9 +1,10 @@
 """Choosing the memory backend at the checkpoint (launcher process).
 
 ``auto`` never degrades silently: it picks the REWIND kernel when the proxy's helper
-found it, else fork; with threads alive (fork would drop them in the child) it falls
-back to a fresh interpreter per request and says why. An explicit choice that cannot
-be honoured fails /init with a clear message.
+found it, else inplace when userfaultfd, PAGEMAP_SCAN and ptrace work here, else fork
+(and says why); with threads alive (fork would drop them in the child) it falls back to
+a fresh interpreter per request and says why. An explicit choice that cannot be
+honoured fails /init with a clear message.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ def choose(cfg: LauncherConfig, threads: int | None = None) -> tuple[object, str
         if cfg.kernel == "available":
             return KernelBackend(), None
         if threads == 1:
-            return fork_backend(cfg.prefault), None
+            from rewind.memory.inplace import InplaceBackend, available
+
+            ok, why = available()
+            if ok:
+                return InplaceBackend(), None
+            return fork_backend(cfg.prefault), f"REWIND_MEMORY=auto: using fork: inplace {why}"
         return fresh_backend(), (
             f"REWIND_MEMORY=auto: {threads} threads are alive at the checkpoint and fork "
             f"would lose them, so every request runs in a fresh process (slow); {THREAD_HINT}"
