@@ -4,8 +4,8 @@ import pytest
 
 from rewind.launcher.config import LauncherConfig
 from rewind.launcher.errors import ConfigError
-from rewind.memory.base import NoneBackend
 from rewind.memory import inplace
+from rewind.memory.base import NoneBackend
 from rewind.memory.fork import SnapshotProcess
 from rewind.memory.inplace import InplaceBackend
 from rewind.memory.kernel import KernelBackend

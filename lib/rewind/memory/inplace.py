@@ -307,7 +307,9 @@ class InplaceBackend:
         kill_orphans(None if problem else w.pid)
         outcome = ext.drain(w.status_r)
         if timed_out:
-            write_all(ctx.result_fd, error_line("The action exceeded its deadline and was stopped."))
+            write_all(
+                ctx.result_fd, error_line("The action exceeded its deadline and was stopped.")
+            )
         elif outcome == "done" and result_is_one_line(w.memfd):
             forward(w.memfd, ctx.result_fd)
         elif outcome == "exited":
