@@ -103,7 +103,8 @@ def worker_main(
         line = ctx.reader.read_line()
         if line is None:
             _exit(errors.CHILD_STDIN_EOF)
-        write_all(status_w, _pad_started(encode_started(deadline_of(line))))
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        write_all(status_w, _pad_started(encode_started(deadline_of(line), faults)))
         try:
             out = run_request(ctx.main, line)
             marker = b"D"
@@ -148,6 +149,15 @@ def _read_exact(fd: int, n: int) -> bytes:
             break
         got += chunk
     return got
+
+
+def _minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (field 10 of /proc/PID/stat), or 0."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[7])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _reap(pid: int) -> int:
@@ -277,7 +287,7 @@ class InplaceBackend:
     ) -> tuple[Worker | None, bool]:
         """One request; returns (the worker to use next, or None; False at EOF)."""
         _poll([w.status_r, w.pidfd], None)
-        started, deadline, _ = decode_started(_read_exact(w.status_r, STARTED_LEN))
+        started, deadline, faults_before = decode_started(_read_exact(w.status_r, STARTED_LEN))
         if not started:
             status = _reap(w.pid)  # the worker ended without a request
             ext.release()
@@ -300,6 +310,7 @@ class InplaceBackend:
             ctx.rewind_files()
             return None, True
         problem = ext.stop()  # before the reply: nothing of the request runs on
+        request_faults = _minor_faults(w.pid) - faults_before
         if problem is not None:
             os.kill(w.pid, signal.SIGKILL)
             _reap(w.pid)
@@ -344,5 +355,6 @@ class InplaceBackend:
                 rewind_ms=result["ms"],
                 pages=result["pages"],
                 injected=result["injected"],
+                request_faults=request_faults,
             )
         return w, True
