@@ -112,13 +112,15 @@ struct region {
     size_t backup; /* offset into the backup (writable regions) */
 };
 
-struct unit { /* a run of tracked regions with no gap between them */
+struct unit { /* a run of adjacent tracked regions that are all writable, or all not */
     uintptr_t start, end;
+    int writable;
 };
 
 struct range {
     uintptr_t start, end;
     uint64_t categories;
+    int unit;
 };
 
 struct saved_fd {
@@ -167,7 +169,7 @@ struct ckpt {
     int nzombies;
     /* statistics of the last rewind */
     unsigned long pages, ranges, injected;
-    double last_ms;
+    double last_ms, t_check, t_scan, t_repair, t_restore;
     /* scratch, wiped after every use: it can hold names the request chose */
     struct region cur[MAX_REGIONS];
     int ncur;
@@ -776,14 +778,16 @@ static int capture_state(int gate_fd, const char **what) {
         struct region *r = &C->regions[i];
         if (!is_tracked(r))
             continue;
+        int writable = (r->prot & PROT_WRITE) != 0;
         if (C->nunits && C->units[C->nunits - 1].end == r->start && i > 0 &&
-            is_tracked(&C->regions[i - 1]))
+            is_tracked(&C->regions[i - 1]) && C->units[C->nunits - 1].writable == writable)
             C->units[C->nunits - 1].end = r->end;
         else {
             if (C->nunits >= MAX_UNITS)
                 return *what = "too many mappings", -E2BIG;
             C->units[C->nunits].start = r->start;
-            C->units[C->nunits++].end = r->end;
+            C->units[C->nunits].end = r->end;
+            C->units[C->nunits++].writable = writable;
         }
     }
     for (int i = 0; i < C->nunits; i++) {
@@ -803,8 +807,10 @@ static int capture_state(int gate_fd, const char **what) {
 
 /* ---- rewind ----------------------------------------------------------------------- */
 
-/* Collect written or dropped pages of every unit into C->found; -EPERM when a mapping
- * lost its registration (it was unmapped and mapped again in the same place). */
+/* Collect the pages to restore into C->found: in writable units, written or dropped
+ * ones (every page there was made present at the checkpoint); in read-only units,
+ * written ones only, which check_found refuses. -EPERM when a mapping lost its
+ * registration (it was unmapped and mapped again in the same place). */
 static int scan_units(void) {
     C->nfound = 0;
     for (int u = 0; u < C->nunits; u++) {
@@ -822,6 +828,12 @@ static int scan_units(void) {
                 .category_anyof_mask = RW_PAGE_IS_WRITTEN | RW_PAGE_IS_PRESENT,
                 .return_mask = RW_PAGE_IS_WRITTEN | RW_PAGE_IS_PRESENT,
             };
+            if (!C->units[u].writable) {
+                arg.category_inverted = 0;
+                arg.category_anyof_mask = 0;
+                arg.category_mask = RW_PAGE_IS_WPALLOWED | RW_PAGE_IS_WRITTEN;
+                arg.return_mask = RW_PAGE_IS_WRITTEN;
+            }
             long got = ioctl(C->pagemap_fd, RW_PAGEMAP_SCAN, &arg);
             if (got < 0)
                 return -errno;
@@ -830,7 +842,8 @@ static int scan_units(void) {
                     return -E2BIG;
                 C->found[C->nfound].start = C->vec[i].start;
                 C->found[C->nfound].end = C->vec[i].end;
-                C->found[C->nfound++].categories = C->vec[i].categories;
+                C->found[C->nfound].categories = C->vec[i].categories;
+                C->found[C->nfound++].unit = u;
             }
             if (got < SCAN_VEC)
                 break; /* the output buffer is not full: the walk is complete */
@@ -850,7 +863,7 @@ static const char *check_found(void) {
             if (k < 0)
                 return "a written page lies outside the checkpoint's mappings";
             const struct region *r = &C->regions[k];
-            if (!(r->prot & PROT_WRITE) && (f->categories & RW_PAGE_IS_WRITTEN))
+            if (!(r->prot & PROT_WRITE))
                 return "read-only memory (code or RELRO) was written";
             a = r->end < f->end ? r->end : f->end;
         }
@@ -1022,8 +1035,23 @@ static const char *repair(const struct pstatus *st) {
     return NULL;
 }
 
-/* Copy back written and dropped pages, then write-protect them again. */
+#define IOV_BATCH 1024
+
+static int flush_iov(struct iovec *local, struct iovec *remote, int n) {
+    size_t want = 0;
+    for (int i = 0; i < n; i++)
+        want += remote[i].iov_len;
+    ssize_t got = n ? process_vm_writev(C->pid, local, (unsigned long)n, remote,
+                                        (unsigned long)n, 0)
+                    : 0;
+    return got == (ssize_t)want ? 0 : -EIO;
+}
+
+/* Copy back written and dropped pages (one process_vm_writev per 1,024 ranges), then
+ * write-protect them again: copy first, or the copy would mark them written. */
 static const char *restore_memory(void) {
+    static struct iovec local[IOV_BATCH], remote[IOV_BATCH];
+    int n = 0;
     for (int i = 0; i < C->nfound; i++) {
         struct range *f = &C->found[i];
         for (uintptr_t a = f->start; a < f->end;) {
@@ -1032,21 +1060,31 @@ static const char *restore_memory(void) {
                 return "a found page left the checkpoint's mappings";
             const struct region *r = &C->regions[k];
             uintptr_t stop = r->end < f->end ? r->end : f->end;
-            if (r->prot & PROT_WRITE) {
-                if (poke(a, C->backup + r->backup + (a - r->start), stop - a) < 0)
+            local[n].iov_base = C->backup + r->backup + (a - r->start);
+            local[n].iov_len = stop - a;
+            remote[n].iov_base = (void *)a;
+            remote[n].iov_len = stop - a;
+            C->pages += (stop - a) / (uintptr_t)page_size;
+            if (++n == IOV_BATCH) {
+                if (flush_iov(local, remote, n) < 0)
                     return "writing the worker's memory failed";
-                C->pages += (stop - a) / (uintptr_t)page_size;
+                n = 0;
             }
             a = stop;
         }
         C->ranges++;
     }
+    if (flush_iov(local, remote, n) < 0)
+        return "writing the worker's memory failed";
+    /* One protecting walk per unit that had pages restored. */
     for (int i = 0; i < C->nfound; i++) {
+        if (i > 0 && C->found[i].unit == C->found[i - 1].unit)
+            continue;
         struct rw_pm_scan_arg arg = {
             .size = sizeof arg,
             .flags = RW_PM_SCAN_WP_MATCHING | RW_PM_SCAN_CHECK_WPASYNC,
-            .start = C->found[i].start,
-            .end = C->found[i].end,
+            .start = C->units[C->found[i].unit].start,
+            .end = C->units[C->found[i].unit].end,
             .category_mask = RW_PAGE_IS_WRITTEN,
             .return_mask = RW_PAGE_IS_WRITTEN,
         };
@@ -1230,6 +1268,7 @@ static PyObject *py_rewind(PyObject *self, PyObject *unused) {
     const char *why = check_kernel_state(&st);
     if (!why)
         why = plan_maps();
+    double t1 = now_ms();
     if (!why) {
         int rc = scan_units();
         if (rc == -EPERM)
@@ -1239,18 +1278,27 @@ static PyObject *py_rewind(PyObject *self, PyObject *unused) {
     }
     if (!why)
         why = check_found(); /* before any injection: the syscall instruction is intact */
+    double t2 = now_ms();
     if (!why)
         why = repair(&st);
+    double t3 = now_ms();
     if (!why)
         why = restore_memory();
+    double t4 = now_ms();
+    C->t_check = t1 - t0;
+    C->t_scan = t2 - t1;
+    C->t_repair = t3 - t2;
+    C->t_restore = t4 - t3;
     if (!why && (put_registers() < 0 || detach() < 0))
         why = "resuming the worker failed";
     wipe_scratch();
     if (why)
         return PyUnicode_FromString(why); /* the worker stays stopped: the caller kills it */
     C->last_ms = now_ms() - t0;
-    return Py_BuildValue("{s:k,s:k,s:k,s:d}", "pages", C->pages, "ranges", C->ranges,
-                         "injected", C->injected, "ms", C->last_ms);
+    return Py_BuildValue("{s:k,s:k,s:k,s:d,s:d,s:d,s:d,s:d}", "pages", C->pages, "ranges",
+                         C->ranges, "injected", C->injected, "ms", C->last_ms, "check_ms",
+                         C->t_check, "scan_ms", C->t_scan, "repair_ms", C->t_repair,
+                         "restore_ms", C->t_restore);
 }
 
 static PyObject *py_release(PyObject *self, PyObject *unused) {

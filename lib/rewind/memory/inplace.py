@@ -160,6 +160,13 @@ def _minor_faults(pid: int) -> int:
         return 0
 
 
+def _own_children() -> list[int]:
+    """Children of this process, which is single-threaded (inplace requires it)."""
+    me = os.getpid()
+    with open(f"/proc/{me}/task/{me}/children", "rb") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
 def _reap(pid: int) -> int:
     """Wait for the worker to be gone (past any ptrace stop); return its status."""
     while True:
@@ -180,7 +187,7 @@ def kill_orphans(worker: int | None, timeout: float = KILL_TIMEOUT_S) -> int:
     killed = 0
     limit = time.monotonic() + timeout
     while True:
-        pids = [p for p in sysapi.child_pids() if p != worker]
+        pids = [p for p in _own_children() if p != worker]
         if not pids:
             return killed
         if time.monotonic() > limit:
@@ -328,6 +335,7 @@ class InplaceBackend:
         else:
             write_all(ctx.result_fd, exited_line("The action's process left a malformed result."))
         replied_at = time.perf_counter()
+        os.sched_yield()  # let the proxy take the reply before the rewind takes the CPU
         ctx.rewind_files()
         files_ms = (time.perf_counter() - replied_at) * 1000
         if problem is None:
@@ -353,6 +361,10 @@ class InplaceBackend:
                 after_reply_ms=(time.perf_counter() - replied_at) * 1000,
                 files_ms=files_ms,
                 rewind_ms=result["ms"],
+                check_ms=result["check_ms"],
+                scan_ms=result["scan_ms"],
+                repair_ms=result["repair_ms"],
+                restore_ms=result["restore_ms"],
                 pages=result["pages"],
                 injected=result["injected"],
                 request_faults=request_faults,
