@@ -1,8 +1,9 @@
-"""REWIND_MEMORY=inplace in the image: with the shipped seccomp profile, and without it.
+"""In-place rewind in the image: with the shipped seccomp profile, and without it.
 
 Docker's default seccomp profile forbids userfaultfd, so the in-place backend needs
-core/python3Action/seccomp-userfaultfd.json; without it an explicit `inplace` must fail
-/init with the reason, never serve without isolation.
+core/python3Action/seccomp-userfaultfd.json. With it, `auto` picks inplace (one worker
+serves every request); without it an explicit `inplace` fails /init with the reason,
+and `auto` uses fork and says why, never serving without isolation.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "core" / "python3Action" / "seccomp-userfaultfd.json"
 
 
-def _invoker(image: str, profile: bool) -> Invoker:
+def _invoker(image: str, profile: bool, memory: str = "inplace") -> Invoker:
     extra = ["--security-opt", f"seccomp={PROFILE}"] if profile else []
-    return Invoker(image, memory_mb=256, env={"REWIND_MEMORY": "inplace"}, extra_args=extra)
+    return Invoker(image, memory_mb=256, env={"REWIND_MEMORY": memory}, extra_args=extra)
 
 
 @pytest.fixture
@@ -57,3 +58,17 @@ def test_inplace_without_the_profile_fails_init_with_the_reason(without_profile)
     act = without_profile.invoke(action, {"name": "x"})
     assert act.status == 502
     assert "userfaultfd" in act.stderr or "inplace" in act.stderr
+
+
+@pytest.mark.parametrize("profile", [True, False])
+def test_auto_picks_inplace_with_the_profile_and_fork_without_it(runtime_image, profile):
+    inv = _invoker(runtime_image, profile=profile, memory="auto")
+    try:
+        action = ActionSpec.from_path(ROOT / "tests" / "actions" / "reports_pid" / "main.py")
+        acts = [inv.invoke(action, {}) for _ in range(4)]
+        assert all(a.status == 200 for a in acts), [(a.result, a.stderr) for a in acts]
+        pids = {a.result["pid"] for a in acts}
+        # inplace: one worker, rewound after every request; fork: a child per request.
+        assert len(pids) == (1 if profile else 4), pids
+    finally:
+        inv.close()
