@@ -580,6 +580,19 @@ static int register_all(int uffd, pid_t self) {
     return rc;
 }
 
+/* Write-protect every written page of [start, end) in one walk; -errno on failure. */
+static int protect(uintptr_t start, uintptr_t end) {
+    struct rw_pm_scan_arg arg = {
+        .size = sizeof arg,
+        .flags = RW_PM_SCAN_WP_MATCHING | RW_PM_SCAN_CHECK_WPASYNC,
+        .start = start,
+        .end = end,
+        .category_mask = RW_PAGE_IS_WRITTEN,
+        .return_mask = RW_PAGE_IS_WRITTEN,
+    };
+    return ioctl(C->pagemap_fd, RW_PAGEMAP_SCAN, &arg) < 0 ? -errno : 0;
+}
+
 /* ---- checkpoint -------------------------------------------------------------------- */
 
 static void wipe_scratch(void) {
@@ -790,18 +803,9 @@ static int capture_state(int gate_fd, const char **what) {
             C->units[C->nunits++].writable = writable;
         }
     }
-    for (int i = 0; i < C->nunits; i++) {
-        struct rw_pm_scan_arg arg = {
-            .size = sizeof arg,
-            .flags = RW_PM_SCAN_WP_MATCHING | RW_PM_SCAN_CHECK_WPASYNC,
-            .start = C->units[i].start,
-            .end = C->units[i].end,
-            .category_mask = RW_PAGE_IS_WRITTEN,
-            .return_mask = RW_PAGE_IS_WRITTEN,
-        };
-        if (ioctl(C->pagemap_fd, RW_PAGEMAP_SCAN, &arg) < 0)
-            return *what = "write-protecting the worker (is every mapping tracked?)", -errno;
-    }
+    for (int i = 0; i < C->nunits; i++)
+        if ((rc = protect(C->units[i].start, C->units[i].end)) < 0)
+            return *what = "write-protecting the worker (is every mapping tracked?)", rc;
     return 0;
 }
 
@@ -878,6 +882,20 @@ struct plan {
 };
 static struct plan P;
 
+/* Plan to unmap [start, end); NULL, or why not. */
+static const char *plan_unmap(uintptr_t start, uintptr_t end) {
+    if (P.nunmap >= (int)(sizeof P.unmap_start / sizeof P.unmap_start[0]))
+        return "too many new mappings";
+    P.unmap_start[P.nunmap] = start;
+    P.unmap_end[P.nunmap++] = end;
+    return NULL;
+}
+
+/* A mapping that is in no checkpoint region: it goes, unless it is special. */
+static const char *plan_new(const struct region *c) {
+    return c->special ? "a special mapping moved" : plan_unmap(c->start, c->end);
+}
+
 /* Compare the worker's mappings with the checkpoint's and plan the repairs. */
 static const char *plan_maps(void) {
     int n = parse_maps(C->pid, C->cur, C->cur_pool, &C->cur_used);
@@ -889,24 +907,15 @@ static const char *plan_maps(void) {
     int j = 0;
     for (int i = 0; i < C->nregions; i++) {
         const struct region *k = &C->regions[i];
-        while (j < n && C->cur[j].end <= k->start) {
-            const struct region *c = &C->cur[j];
-            /* in no checkpoint region: new */
-            if (c->special)
-                return "a special mapping moved";
-            {
-                if (P.nunmap >= (int)(sizeof P.unmap_start / sizeof P.unmap_start[0]))
-                    return "too many new mappings";
-                P.unmap_start[P.nunmap] = c->start;
-                P.unmap_end[P.nunmap++] = c->end;
-            }
-            j++;
-        }
+        const char *why;
+        for (; j < n && C->cur[j].end <= k->start; j++)
+            if ((why = plan_new(&C->cur[j])) != NULL)
+                return why;
         if (j < n && k->stack && C->cur[j].stack && C->cur[j].end == k->end &&
             C->cur[j].start < k->start && C->cur[j].prot == k->prot) {
             /* the stack grew below its checkpoint extent: drop the growth */
-            P.unmap_start[P.nunmap] = C->cur[j].start;
-            P.unmap_end[P.nunmap++] = k->start;
+            if ((why = plan_unmap(C->cur[j].start, k->start)) != NULL)
+                return why;
             j++;
             continue;
         }
@@ -918,13 +927,9 @@ static const char *plan_maps(void) {
         j++;
     }
     for (; j < n; j++) {
-        const struct region *c = &C->cur[j];
-        if (c->special)
-            return "a special mapping moved";
-        if (P.nunmap >= (int)(sizeof P.unmap_start / sizeof P.unmap_start[0]))
-            return "too many new mappings";
-        P.unmap_start[P.nunmap] = c->start;
-        P.unmap_end[P.nunmap++] = c->end;
+        const char *why = plan_new(&C->cur[j]);
+        if (why)
+            return why;
     }
     /* A heap that grew shows as new [heap] regions above the checkpoint's end; brk
      * is reset rather than unmapped, so the kernel's brk agrees with malloc's. */
@@ -1080,15 +1085,8 @@ static const char *restore_memory(void) {
     for (int i = 0; i < C->nfound; i++) {
         if (i > 0 && C->found[i].unit == C->found[i - 1].unit)
             continue;
-        struct rw_pm_scan_arg arg = {
-            .size = sizeof arg,
-            .flags = RW_PM_SCAN_WP_MATCHING | RW_PM_SCAN_CHECK_WPASYNC,
-            .start = C->units[C->found[i].unit].start,
-            .end = C->units[C->found[i].unit].end,
-            .category_mask = RW_PAGE_IS_WRITTEN,
-            .return_mask = RW_PAGE_IS_WRITTEN,
-        };
-        if (ioctl(C->pagemap_fd, RW_PAGEMAP_SCAN, &arg) < 0)
+        const struct unit *u = &C->units[C->found[i].unit];
+        if (protect(u->start, u->end) < 0)
             return "write-protecting restored pages failed";
     }
     return NULL;

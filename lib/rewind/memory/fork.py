@@ -67,7 +67,7 @@ class Outcome:
         )
 
 
-def _poll_readable(fds: list[int], timeout: float | None) -> list[int]:
+def poll_readable(fds: list[int], timeout: float | None) -> list[int]:
     poller = select.poll()
     for fd in fds:
         poller.register(fd, select.POLLIN)
@@ -275,13 +275,13 @@ class SnapshotProcess:
 
     def _supervise(self, pid: int, pidfd: int, status_r: int) -> Outcome:
         started, deadline, faults_before = False, None, 0
-        ready = _poll_readable([status_r, pidfd], None)
+        ready = poll_readable([status_r, pidfd], None)
         if status_r in ready:
             started, deadline, faults_before = decode_started(os.read(status_r, 64))
         timed_out = False
         if started:
             timeout = None if deadline is None else deadline - time.time()
-            if not _poll_readable([pidfd], timeout):
+            if not poll_readable([pidfd], timeout):
                 timed_out = True
                 os.kill(pid, signal.SIGKILL)
         _, status, usage = os.wait4(pid, 0)

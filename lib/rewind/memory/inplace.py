@@ -25,7 +25,6 @@ import importlib
 import os
 import random
 import resource
-import select
 import signal
 import time
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from rewind.memory.fork import (
     describe_failure,
     fork_backend,
     forward,
+    poll_readable,
     result_is_one_line,
 )
 
@@ -128,18 +128,6 @@ def _exit(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _poll(fds: list[int], timeout: float | None) -> list[int]:
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    ms = None if timeout is None or timeout > 86400 * 24 else max(0, int(timeout * 1000))
-    while True:
-        try:
-            return [fd for fd, _ in poller.poll(ms)]
-        except InterruptedError:
-            continue
-
-
 def _read_exact(fd: int, n: int) -> bytes:
     """Up to n bytes from a blocking pipe; fewer only when the writer is gone."""
     got = b""
@@ -176,6 +164,15 @@ def _reap(pid: int) -> int:
             return 0
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             return status
+
+
+def _discard(pid: int) -> None:
+    """Kill and reap the worker; it may be gone already (a stop can reap it)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
 
 
 def kill_orphans(worker: int | None, timeout: float = KILL_TIMEOUT_S) -> int:
@@ -280,8 +277,7 @@ class InplaceBackend:
         try:
             figures = ext.capture(pid, gate_r)
         except OSError as exc:
-            os.kill(pid, signal.SIGKILL)
-            _reap(pid)
+            _discard(pid)
             w.close()
             raise CaptureFailed(str(exc)) from None
         if ctx.metrics_fd is not None:
@@ -293,7 +289,7 @@ class InplaceBackend:
         self, ctx: ServeContext, ext: ModuleType, w: Worker
     ) -> tuple[Worker | None, bool]:
         """One request; returns (the worker to use next, or None; False at EOF)."""
-        _poll([w.status_r, w.pidfd], None)
+        poll_readable([w.status_r, w.pidfd], None)
         started, deadline, faults_before = decode_started(_read_exact(w.status_r, STARTED_LEN))
         if not started:
             status = _reap(w.pid)  # the worker ended without a request
@@ -306,8 +302,8 @@ class InplaceBackend:
             return None, True
         os.set_blocking(w.status_r, False)
         timeout = None if deadline is None else deadline - time.time()
-        timed_out = not _poll([w.status_r, w.pidfd], timeout)
-        if w.pidfd in _poll([w.pidfd], 0):
+        timed_out = not poll_readable([w.status_r, w.pidfd], timeout)
+        if w.pidfd in poll_readable([w.pidfd], 0):
             # The worker died: answer as fork does, start a new one.
             status = _reap(w.pid)
             ext.release()
@@ -319,8 +315,7 @@ class InplaceBackend:
         problem = ext.stop()  # before the reply: nothing of the request runs on
         request_faults = _minor_faults(w.pid) - faults_before
         if problem is not None:
-            os.kill(w.pid, signal.SIGKILL)
-            _reap(w.pid)
+            _discard(w.pid)
             ext.release()
         kill_orphans(None if problem else w.pid)
         outcome = ext.drain(w.status_r)
@@ -342,8 +337,7 @@ class InplaceBackend:
             result = ext.rewind()
             if isinstance(result, str):
                 problem = result
-                os.kill(w.pid, signal.SIGKILL)
-                _reap(w.pid)
+                _discard(w.pid)
                 ext.release()
         if problem is not None:
             self.reforks_in_a_row += 1
