@@ -156,6 +156,25 @@ def test_a_request_process_holds_only_the_descriptors_it_needs(serve):
     assert not any(t.startswith(("pipe:", "socket:")) for t in targets[3:]), targets
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as fh:
+            out.extend(int(p) for p in fh.read().split())
+    return out
+
+
+def test_the_inplace_worker_holds_neither_fd_3_nor_a_socket(serve):
+    rt = start(serve, "inplace", "leaks_descriptor")
+    targets = rt.run({}).json()["targets"]
+    (launcher,) = _children(rt.rt.proc.pid)
+    result_pipe = os.readlink(f"/proc/{launcher}/fd/3")
+    assert result_pipe.startswith("pipe:") and result_pipe not in targets, targets
+    assert not any(t.startswith("socket:") for t in targets), targets
+    assert "anon_inode:[userfaultfd]" in targets
+    assert any("memfd:rewind-result" in t for t in targets)
+
+
 def test_open_descriptors_do_not_survive_a_request(serve, memory, tmp_path):
     rt = start(serve, memory, "leaks_descriptor")
     marker = tmp_path / f"marker-{secrets.token_hex(4)}"
@@ -228,3 +247,16 @@ def test_signalling_the_snapshot_process_costs_at_most_one_request(serve, rewind
     rt.run({"op": "term"})
     resp = rt.run({})
     assert resp.status == 200 and resp.json()["ok"] is True
+
+
+@pytest.mark.parametrize("rewinding", ["fork", "inplace"])
+@pytest.mark.parametrize("op", ["patch", "remap", "cwd"])
+def test_tampering_with_the_rewind_does_not_keep_a_secret(serve, rewinding, op):
+    rt = start(serve, rewinding, "tampers_with_rewind")
+    s = secret()
+    assert rt.run({"op": op, "secret": s}).json()["kept"] == [s]
+    for _ in range(2):
+        assert rt.run({}).json() == {"kept": [], "area": ""}
+    if rewinding == "inplace":
+        # Nothing undoable was half-done: the worker was replaced, and the log says why.
+        assert "inplace: starting a new worker" in rt.stderr()

@@ -167,6 +167,7 @@ struct ckpt {
     size_t vdso_len;
     pid_t zombies[MAX_ZOMBIES];
     int nzombies;
+    int gone, exit_status; /* a wait for a stop found the worker dead (and reaped it) */
     /* statistics of the last rewind */
     unsigned long pages, ranges, injected;
     double last_ms, t_check, t_scan, t_repair, t_restore;
@@ -447,6 +448,10 @@ static int wait_stop(int *status) {
             return -errno;
         if (WIFSTOPPED(*status))
             return 0;
+        if (C) {
+            C->gone = 1;
+            C->exit_status = *status;
+        }
         return -ESRCH; /* exited or killed */
     }
 }
@@ -1299,6 +1304,14 @@ static PyObject *py_rewind(PyObject *self, PyObject *unused) {
                          "restore_ms", C->t_restore);
 }
 
+static PyObject *py_exit_status(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    if (!C || !C->gone)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(C->exit_status);
+}
+
 static PyObject *py_release(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -1349,6 +1362,8 @@ static PyMethodDef methods[] = {
      "Stop the worker and kill its children; None, or why it cannot be rewound."},
     {"rewind", py_rewind, METH_NOARGS,
      "Rewind the stopped worker and let it go; figures, or why it could not be rewound."},
+    {"exit_status", py_exit_status, METH_NOARGS,
+     "The worker's wait status if stopping it found it dead (and reaped it), else None."},
     {"release", py_release, METH_NOARGS, "Forget the checkpoint (the worker is gone)."},
     {"drain", py_drain, METH_VARARGS,
      "drain(fd): empty the status pipe; 'done', 'exited', 'none' or 'other'."},

@@ -314,6 +314,7 @@ class InplaceBackend:
             return None, True
         problem = ext.stop()  # before the reply: nothing of the request runs on
         request_faults = _minor_faults(w.pid) - faults_before
+        died = ext.exit_status()  # it ended while being stopped: answer as for a crash
         if problem is not None:
             _discard(w.pid)
             ext.release()
@@ -323,6 +324,8 @@ class InplaceBackend:
             write_all(
                 ctx.result_fd, error_line("The action exceeded its deadline and was stopped.")
             )
+        elif died is not None:
+            write_all(ctx.result_fd, describe_failure(Outcome(True, died)))
         elif outcome == "done" and result_is_one_line(w.memfd):
             forward(w.memfd, ctx.result_fd)
         elif outcome == "exited":
