@@ -30,7 +30,7 @@ libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 PAGE = mmap.PAGESIZE
 
 
-def _snapshot(g: dict, heap: bytearray) -> bytes:
+def _snapshot(g: dict, heap: bytearray, spare: int) -> bytes:
     with open("/proc/self/maps") as fh:
         maps = len(fh.readlines())
     umask = os.umask(0o22)
@@ -44,6 +44,7 @@ def _snapshot(g: dict, heap: bytearray) -> bytes:
         "mask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
         "maps": maps,
         "cwd": os.getcwd(),
+        "spare": ctypes.string_at(spare, 4 * PAGE).count(1),
     }
     return json.dumps(state).encode().ljust(4095) + b"\n"
 
@@ -59,6 +60,8 @@ def _mutate(how: str, g: dict, heap: bytearray, spare: int) -> None:
         os.umask(0)
         signal.signal(signal.SIGUSR1, lambda *a: None)
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
+        # A checkpoint mapping goes away, as when malloc or Python frees an arena.
+        assert libc.munmap(spare, 4 * PAGE) == 0
     elif how == "thread":
         threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
     elif how == "chdir":
@@ -88,10 +91,10 @@ def _worker(ext, how: str, gate_r: int, cmd_r: int, rep_w: int) -> None:
     spare = base + PAGE
     assert libc.mprotect(spare, 4 * PAGE, 3) == 0
     ctypes.memset(spare, 1, 4 * PAGE)
-    ext.track()
-    os.write(rep_w, b"R")
+    uffd = ext.track()
+    os.write(rep_w, b"R%7d" % uffd)
     os.read(gate_r, 1)  # the checkpoint
-    os.write(rep_w, _snapshot(g, heap))
+    os.write(rep_w, _snapshot(g, heap, spare))
     os.read(cmd_r, 1)
     _mutate(how, g, heap, spare)
     os.write(rep_w, b"M")
@@ -132,8 +135,10 @@ def worker():
         started.append(pid)
         for fd in (gate_r, cmd_r, rep_w):
             os.close(fd)
-        assert _read(rep_r, 1) == b"R"
-        figures = ext.capture(pid, gate_r)  # gate_r is the worker's descriptor number
+        ready = _read(rep_r, 8)
+        assert ready.startswith(b"R")
+        # Descriptor numbers as the worker has them (it inherited ours).
+        figures = ext.capture(pid, gate_r, int(ready[1:]))
         assert figures["tracked"] > 0 and figures["backup_bytes"] >= 8 << 20
 
         def request() -> tuple[dict, object]:

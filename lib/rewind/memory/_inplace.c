@@ -95,6 +95,10 @@ struct rw_pm_scan_arg {
 #define PATH_POOL (1u << 20)
 #define SCAN_VEC 256 /* below ~512: walk_end is trustworthy, and we do not rely on it */
 #define MAX_SIG 64
+/* Pages written by requests stay unprotected (copied back after every reply) while
+ * there are at most this many: requests keep writing the same pages, and a write to an
+ * unprotected page takes no fault. Above it, everything is protected again. */
+#define HOT_LIMIT_PAGES 4096
 #define ERESTARTSYS_ 512
 #define ERESTARTNOINTR_ 513
 #define ERESTARTNOHAND_ 514
@@ -143,6 +147,7 @@ struct pstatus {
 struct ckpt {
     pid_t pid;
     int mem_fd, pagemap_fd;
+    int uffd; /* the worker's userfaultfd, as numbered in the worker */
     int attached;
     struct user_regs_struct resume; /* re-executes read(gate) */
     char xstate[16384];
@@ -491,7 +496,7 @@ static int next_syscall_stop(void) {
 }
 
 /* Make the worker run one system call at the checkpoint's syscall instruction. */
-static int inject(long nr, long a1, long a2, long a3, long a4, long *ret) {
+static int inject6(long nr, long a1, long a2, long a3, long a4, long a5, long a6, long *ret) {
     struct user_regs_struct r = C->resume;
     r.rax = (unsigned long long)nr;
     r.orig_rax = (unsigned long long)-1;
@@ -499,6 +504,8 @@ static int inject(long nr, long a1, long a2, long a3, long a4, long *ret) {
     r.rsi = (unsigned long long)a2;
     r.rdx = (unsigned long long)a3;
     r.r10 = (unsigned long long)a4;
+    r.r8 = (unsigned long long)a5;
+    r.r9 = (unsigned long long)a6;
     if (ptrace(PTRACE_SETREGS, C->pid, 0, &r) < 0)
         return -errno;
     int rc = next_syscall_stop(); /* entry */
@@ -511,6 +518,10 @@ static int inject(long nr, long a1, long a2, long a3, long a4, long *ret) {
     C->injected++;
     *ret = (long)r.rax;
     return 0;
+}
+
+static int inject(long nr, long a1, long a2, long a3, long a4, long *ret) {
+    return inject6(nr, a1, a2, a3, a4, 0, 0, ret);
 }
 
 static int put_registers(void) {
@@ -820,9 +831,11 @@ static int capture_state(int gate_fd, const char **what) {
  * ones (every page there was made present at the checkpoint); in read-only units,
  * written ones only, which check_found refuses. -EPERM when a mapping lost its
  * registration (it was unmapped and mapped again in the same place). */
-static int scan_units(void) {
+static int scan_units(int writable) {
     C->nfound = 0;
     for (int u = 0; u < C->nunits; u++) {
+        if (C->units[u].writable != writable)
+            continue;
         uintptr_t pos = C->units[u].start, end = C->units[u].end;
         while (pos < end) {
             struct rw_pm_scan_arg arg = {
@@ -862,28 +875,21 @@ static int scan_units(void) {
     return 0;
 }
 
-/* Check every found range: written pages in read-only memory mean code or RELRO was
- * patched (no backup: refuse); absent pages there are just never-touched file pages. */
+/* After the read-only scan: any written page there means code or RELRO was patched,
+ * and there is no backup of it. */
 static const char *check_found(void) {
-    for (int i = 0; i < C->nfound; i++) {
-        struct range *f = &C->found[i];
-        for (uintptr_t a = f->start; a < f->end;) {
-            int k = find_region(C->regions, C->nregions, a);
-            if (k < 0)
-                return "a written page lies outside the checkpoint's mappings";
-            const struct region *r = &C->regions[k];
-            if (!(r->prot & PROT_WRITE))
-                return "read-only memory (code or RELRO) was written";
-            a = r->end < f->end ? r->end : f->end;
-        }
-    }
-    return NULL;
+    return C->nfound ? "read-only memory (code or RELRO) was written" : NULL;
 }
 
 struct plan {
     uintptr_t unmap_start[MAX_REGIONS / 4], unmap_end[MAX_REGIONS / 4];
     int nunmap;
     int reset_brk;
+    uintptr_t heap_regrow; /* after brk is reset, register [heap_regrow, heap_end) */
+    int recreate[MAX_REGIONS / 4]; /* checkpoint regions to map again */
+    int nrecreate;
+    int close_fd[MAX_FDS], nclose;
+    int setfl_fd[MAX_FDS], nsetfl;
 };
 static struct plan P;
 
@@ -901,14 +907,21 @@ static const char *plan_new(const struct region *c) {
     return c->special ? "a special mapping moved" : plan_unmap(c->start, c->end);
 }
 
+/* Anonymous private writable memory can be mapped again and refilled from the backup;
+ * anything else that was removed or changed cannot be put back. */
+static int recreatable(const struct region *k) {
+    return !k->shared && (k->prot & PROT_WRITE) && !k->path && !k->inode;
+}
+
 /* Compare the worker's mappings with the checkpoint's and plan the repairs. */
 static const char *plan_maps(void) {
     int n = parse_maps(C->pid, C->cur, C->cur_pool, &C->cur_used);
     if (n < 0)
         return "reading the worker's maps failed";
     C->ncur = n;
-    P.nunmap = 0;
+    P.nunmap = P.nrecreate = 0;
     P.reset_brk = 0;
+    P.heap_regrow = 0;
     int j = 0;
     for (int i = 0; i < C->nregions; i++) {
         const struct region *k = &C->regions[i];
@@ -925,11 +938,28 @@ static const char *plan_maps(void) {
             continue;
         }
         if (j < n && k->heap && C->cur[j].heap && C->cur[j].start == k->start &&
-            C->cur[j].end < k->end)
-            return "the heap shrank below its checkpoint size";
-        if (j >= n || !same_region(&C->cur[j], C->cur_pool, k, C->pool))
+            C->cur[j].end < k->end && C->cur[j].prot == k->prot) {
+            /* malloc gave memory back: brk grows it again, then it is registered */
+            P.reset_brk = 1;
+            P.heap_regrow = C->cur[j].end;
+            j++;
+            continue;
+        }
+        if (j < n && same_region(&C->cur[j], C->cur_pool, k, C->pool)) {
+            j++;
+            continue;
+        }
+        if (!recreatable(k))
             return "a checkpoint mapping was removed, moved or re-protected";
-        j++;
+        /* Removed or changed (munmap of an arena, mprotect, a new mapping on top):
+         * clear the whole range, map it again, refill it from the backup. */
+        if ((why = plan_unmap(k->start, k->end)) != NULL)
+            return why;
+        if (P.nrecreate >= (int)(sizeof P.recreate / sizeof P.recreate[0]))
+            return "too many removed mappings";
+        P.recreate[P.nrecreate++] = i;
+        for (; j < n && C->cur[j].end <= k->end; j++)
+            ;
     }
     for (; j < n; j++) {
         const char *why = plan_new(&C->cur[j]);
@@ -949,6 +979,83 @@ static const char *plan_maps(void) {
         P.unmap_end[keep++] = P.unmap_end[i];
     }
     P.nunmap = keep;
+    return NULL;
+}
+
+/* Compare descriptors with the checkpoint's: plan closes and flag fixes, refuse a
+ * checkpoint descriptor that was closed or replaced. */
+static const char *plan_fds(void) {
+    struct saved_fd now[MAX_FDS];
+    int n = read_fds(C->pid, now, MAX_FDS);
+    if (n < 0)
+        return "the request opened too many descriptors";
+    int seen = 0;
+    P.nclose = P.nsetfl = 0;
+    for (int i = 0; i < n; i++) {
+        const struct saved_fd *s = NULL;
+        for (int k = 0; k < C->nfds; k++)
+            if (C->fds[k].fd == now[i].fd)
+                s = &C->fds[k];
+        if (!s) {
+            P.close_fd[P.nclose++] = now[i].fd;
+            continue;
+        }
+        seen++;
+        if (s->dev != now[i].dev || s->ino != now[i].ino)
+            return "a checkpoint descriptor was replaced";
+        if (s->flags != now[i].flags)
+            P.setfl_fd[P.nsetfl++] = (int)(s - C->fds);
+    }
+    return seen == C->nfds ? NULL : "a checkpoint descriptor was closed";
+}
+
+/* Register [start, end) with the worker's userfaultfd, from inside the worker. */
+static const char *register_in_worker(uintptr_t start, uintptr_t end) {
+    struct uffdio_register reg = {
+        .range = {.start = start, .len = end - start},
+        .mode = UFFDIO_REGISTER_MODE_WP,
+    };
+    long ret;
+    if (poke(C->scratch, &reg, sizeof reg) < 0 ||
+        inject(SYS_ioctl, C->uffd, (long)UFFDIO_REGISTER, (long)C->scratch, 0, &ret) < 0 ||
+        ret != 0)
+        return "registering a re-created mapping failed";
+    return NULL;
+}
+
+/* Unmap what is new, reset brk, map removed memory again; then the list must be the
+ * checkpoint's exactly. */
+static const char *repair_maps(void) {
+    long ret;
+    const char *why;
+    for (int i = 0; i < P.nunmap; i++)
+        if (inject(SYS_munmap, (long)P.unmap_start[i], (long)(P.unmap_end[i] - P.unmap_start[i]),
+                   0, 0, &ret) < 0 ||
+            ret != 0)
+            return "unmapping a new mapping failed";
+    if (P.reset_brk && (inject(SYS_brk, (long)C->brk, 0, 0, 0, &ret) < 0 ||
+                        (uintptr_t)ret != C->brk))
+        return "resetting brk failed";
+    if (P.heap_regrow && (why = register_in_worker(P.heap_regrow, C->heap_end)) != NULL)
+        return why;
+    for (int i = 0; i < P.nrecreate; i++) {
+        const struct region *k = &C->regions[P.recreate[i]];
+        if (inject6(SYS_mmap, (long)k->start, (long)(k->end - k->start), k->prot,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0, &ret) < 0 ||
+            (uintptr_t)ret != k->start)
+            return "mapping a removed mapping again failed";
+        if ((why = register_in_worker(k->start, k->end)) != NULL)
+            return why;
+    }
+    if (!P.nunmap && !P.reset_brk && !P.nrecreate)
+        return NULL;
+    memset(C->cur_pool, 0, C->cur_used);
+    int n = parse_maps(C->pid, C->cur, C->cur_pool, &C->cur_used);
+    if (n != C->nregions)
+        return "the mappings differ from the checkpoint's after the repair";
+    for (int i = 0; i < n; i++)
+        if (!same_region(&C->cur[i], C->cur_pool, &C->regions[i], C->pool))
+            return "the mappings differ from the checkpoint's after the repair";
     return NULL;
 }
 
@@ -981,42 +1088,17 @@ static const char *check_kernel_state(struct pstatus *st) {
     return NULL;
 }
 
-/* The kernel-side repairs, as system calls made by the stopped worker. */
+/* The other kernel-side repairs, as system calls made by the stopped worker. */
 static const char *repair(const struct pstatus *st) {
     long ret;
-    for (int i = 0; i < P.nunmap; i++)
-        if (inject(SYS_munmap, (long)P.unmap_start[i], (long)(P.unmap_end[i] - P.unmap_start[i]),
-                   0, 0, &ret) < 0 ||
-            ret != 0)
-            return "unmapping a new mapping failed";
-    if (P.reset_brk && (inject(SYS_brk, (long)C->brk, 0, 0, 0, &ret) < 0 ||
-                        (uintptr_t)ret != C->brk))
-        return "resetting brk failed";
-    /* Descriptors: close what is new; what the checkpoint had must be unchanged. */
-    struct saved_fd now[MAX_FDS];
-    int n = read_fds(C->pid, now, MAX_FDS);
-    if (n < 0)
-        return "the request opened too many descriptors";
-    int seen = 0;
-    for (int i = 0; i < n; i++) {
-        const struct saved_fd *s = NULL;
-        for (int k = 0; k < C->nfds; k++)
-            if (C->fds[k].fd == now[i].fd)
-                s = &C->fds[k];
-        if (!s) {
-            if (inject(SYS_close, now[i].fd, 0, 0, 0, &ret) < 0)
-                return "closing a request's descriptor failed";
-            continue;
-        }
-        seen++;
-        if (s->dev != now[i].dev || s->ino != now[i].ino)
-            return "a checkpoint descriptor was replaced";
-        if (s->flags != now[i].flags &&
-            (inject(SYS_fcntl, s->fd, F_SETFL, (long)s->flags, 0, &ret) < 0 || ret < 0))
+    for (int i = 0; i < P.nclose; i++)
+        if (inject(SYS_close, P.close_fd[i], 0, 0, 0, &ret) < 0)
+            return "closing a request's descriptor failed";
+    for (int i = 0; i < P.nsetfl; i++) {
+        const struct saved_fd *f = &C->fds[P.setfl_fd[i]];
+        if (inject(SYS_fcntl, f->fd, F_SETFL, (long)f->flags, 0, &ret) < 0 || ret < 0)
             return "restoring a descriptor's flags failed";
     }
-    if (seen != C->nfds)
-        return "a checkpoint descriptor was closed";
     /* Signal dispositions: whatever is or was caught, and whatever changed. */
     for (int sig = 1; sig <= MAX_SIG; sig++) {
         uint64_t bit = 1ULL << (sig - 1);
@@ -1057,8 +1139,9 @@ static int flush_iov(struct iovec *local, struct iovec *remote, int n) {
     return got == (ssize_t)want ? 0 : -EIO;
 }
 
-/* Copy back written and dropped pages (one process_vm_writev per 1,024 ranges), then
- * write-protect them again: copy first, or the copy would mark them written. */
+/* Copy back written and dropped pages (one process_vm_writev per 1,024 ranges), then,
+ * when there are many, write-protect them again: copy first, or the copy would mark
+ * them written. */
 static const char *restore_memory(void) {
     static struct iovec local[IOV_BATCH], remote[IOV_BATCH];
     int n = 0;
@@ -1086,6 +1169,11 @@ static const char *restore_memory(void) {
     }
     if (flush_iov(local, remote, n) < 0)
         return "writing the worker's memory failed";
+    /* An unprotected page is reported written at every scan, so it is copied back after
+     * every request: leaving the pages requests write unprotected keeps their write
+     * faults off the next request, at the price of copying them every time. */
+    if (C->pages <= HOT_LIMIT_PAGES)
+        return NULL;
     /* One protecting walk per unit that had pages restored. */
     for (int i = 0; i < C->nfound; i++) {
         if (i > 0 && C->found[i].unit == C->found[i - 1].unit)
@@ -1095,6 +1183,13 @@ static const char *restore_memory(void) {
             return "write-protecting restored pages failed";
     }
     return NULL;
+}
+
+static const char *scan_or_refuse(int writable) {
+    int rc = scan_units(writable);
+    if (rc == -EPERM)
+        return "a tracked mapping was replaced";
+    return rc < 0 ? "PAGEMAP_SCAN failed" : NULL;
 }
 
 /* ---- Python entry points ------------------------------------------------------------ */
@@ -1210,14 +1305,15 @@ static PyObject *py_track(PyObject *self, PyObject *unused) {
 
 static PyObject *py_capture(PyObject *self, PyObject *args) {
     (void)self;
-    int pid, gate_fd;
-    if (!PyArg_ParseTuple(args, "ii", &pid, &gate_fd))
+    int pid, gate_fd, uffd;
+    if (!PyArg_ParseTuple(args, "iii", &pid, &gate_fd, &uffd))
         return NULL;
     double t0 = now_ms();
     int rc = alloc_state(pid);
     if (rc < 0)
         return os_error(-rc, "allocating the checkpoint");
     const char *what = NULL;
+    C->uffd = uffd;
     rc = capture_state(gate_fd, &what);
     if (rc == 0)
         rc = put_registers();
@@ -1271,16 +1367,19 @@ static PyObject *py_rewind(PyObject *self, PyObject *unused) {
     const char *why = check_kernel_state(&st);
     if (!why)
         why = plan_maps();
-    double t1 = now_ms();
-    if (!why) {
-        int rc = scan_units();
-        if (rc == -EPERM)
-            why = "a tracked mapping was replaced";
-        else if (rc < 0)
-            why = "PAGEMAP_SCAN failed";
-    }
     if (!why)
-        why = check_found(); /* before any injection: the syscall instruction is intact */
+        why = plan_fds();
+    double t1 = now_ms();
+    /* Read-only memory first: injected calls run libc's syscall instruction, so code
+     * must be known untouched before the worker executes anything. */
+    if (!why)
+        why = scan_or_refuse(0);
+    if (!why)
+        why = check_found();
+    if (!why)
+        why = repair_maps();
+    if (!why)
+        why = scan_or_refuse(1);
     double t2 = now_ms();
     if (!why)
         why = repair(&st);
@@ -1357,7 +1456,8 @@ static PyMethodDef methods[] = {
     {"track", py_track, METH_NOARGS,
      "(worker) Register every private mapping for write tracking; returns the userfaultfd."},
     {"capture", py_capture, METH_VARARGS,
-     "capture(pid, gate_fd): checkpoint the worker blocked reading gate_fd."},
+     "capture(pid, gate_fd, uffd): checkpoint the worker blocked reading gate_fd "
+     "(descriptor numbers as in the worker)."},
     {"stop", py_stop, METH_NOARGS,
      "Stop the worker and kill its children; None, or why it cannot be rewound."},
     {"rewind", py_rewind, METH_NOARGS,

@@ -51,7 +51,7 @@ from rewind.memory.fork import (
 # The "started" record has a fixed size, so the snapshot process reads exactly the
 # trusted bytes and never what the action may write after them.
 STARTED_LEN = 64
-READY = b"R"
+READY_LEN = 8  # "R" and the worker's userfaultfd number
 MAX_REFORKS_IN_A_ROW = 3
 
 
@@ -96,8 +96,8 @@ def worker_main(
         sysapi.set_dumpable(True)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         prewarm()
-        ext.track()
-        os.write(status_w, READY)
+        uffd = ext.track()
+        os.write(status_w, b"R" + str(uffd).encode().rjust(READY_LEN - 1))
         os.read(gate_r, 1)  # the checkpoint: every rewind resumes inside this read
         random.seed()  # every rewind returns to the same state: draw a fresh seed
         line = ctx.reader.read_line()
@@ -270,12 +270,13 @@ class InplaceBackend:
         os.close(status_w)
         os.close(gate_r)
         w = Worker(pid, os.pidfd_open(pid), memfd, status_r, gate_w)
-        if os.read(status_r, 1) != READY:
+        ready = _read_exact(status_r, READY_LEN)
+        if len(ready) != READY_LEN or not ready.startswith(b"R"):
             status = _reap(pid)
             w.close()
             raise CaptureFailed(f"the worker did not start (status {status})")
         try:
-            figures = ext.capture(pid, gate_r)
+            figures = ext.capture(pid, gate_r, int(ready[1:]))
         except OSError as exc:
             _discard(pid)
             w.close()
