@@ -260,3 +260,21 @@ def test_tampering_with_the_rewind_does_not_keep_a_secret(serve, rewinding, op):
     if rewinding == "inplace":
         # Nothing undoable was half-done: the worker was replaced, and the log says why.
         assert "inplace: starting a new worker" in rt.stderr()
+
+
+@pytest.mark.parametrize("memory", ["none", "auto"])
+def test_shared_memory_mapped_at_import_does_not_carry_a_secret(serve, memory):
+    rt = start(serve, memory, "leaks_shared_memory")
+    s = secret()
+    rt.run({"secret": s})
+    leaked = rt.run({}).json()["seen"] == s
+    expect_leak(memory, leaked)
+    if memory == "auto":
+        assert "shared writable memory" in rt.stderr()
+
+
+@pytest.mark.parametrize("rewinding", ["fork", "inplace"])
+def test_fork_and_inplace_refuse_shared_memory_mapped_at_import(serve, rewinding):
+    rt = serve(memory=rewinding)
+    assert rt.init("leaks_shared_memory").status == 502
+    assert "shared writable memory" in rt.stderr()

@@ -54,3 +54,15 @@ def test_none_is_announced_as_insecure():
     backend, note = choose(cfg(memory="none"), threads=1)
     assert isinstance(backend, NoneBackend)
     assert note is not None and "insecure" in note
+
+
+def test_auto_with_shared_writable_memory_runs_fresh_and_says_why():
+    backend, note = choose(cfg(kernel="absent"), threads=1, shared=["anonymous"])
+    assert isinstance(backend, SnapshotProcess) and backend.name == "fresh"
+    assert note is not None and "shared writable memory (anonymous)" in note
+
+
+@pytest.mark.parametrize("mode", ["fork", "inplace"])
+def test_explicit_fork_or_inplace_with_shared_memory_fails_clearly(mode):
+    with pytest.raises(ConfigError, match="MAP_PRIVATE"):
+        choose(cfg(memory=mode), threads=1, shared=["/dev/zero (deleted)"])

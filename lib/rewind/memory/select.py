@@ -4,7 +4,9 @@
 found it, else inplace when userfaultfd, PAGEMAP_SCAN and ptrace work here, else fork
 (and says why); with threads alive (fork would drop them in the child) it falls back to
 a fresh interpreter per request and says why. An explicit choice that cannot be
-honoured fails /init with a clear message.
+honoured fails /init with a clear message. Shared writable memory mapped by the action
+(``mmap.mmap(-1, n)`` is shared by default) outlives forked and rewound processes alike:
+``auto`` then runs each request in a fresh process, and ``fork``/``inplace`` refuse.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from rewind.launcher.errors import ConfigError
 from rewind.memory.base import NoneBackend, ServeContext
 from rewind.memory.fork import fork_backend, fresh_backend
 from rewind.memory.kernel import KernelBackend
-from rewind.memory.sysapi import thread_count
+from rewind.memory.sysapi import shared_writable_mappings, thread_count
 
 THREAD_HINT = (
     "threads are usually started by imports such as numpy's OpenBLAS; "
@@ -31,13 +33,33 @@ class Backend:
         raise NotImplementedError
 
 
-def choose(cfg: LauncherConfig, threads: int | None = None) -> tuple[object, str | None]:
+def _shared_problem(shared: list[str]) -> str | None:
+    if not shared:
+        return None
+    return (
+        f"the action maps shared writable memory ({', '.join(sorted(set(shared)))}), which "
+        "no forked or rewound process gets back: what one request writes there, the next "
+        "reads. Map it MAP_PRIVATE (mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE))"
+    )
+
+
+def choose(
+    cfg: LauncherConfig, threads: int | None = None, shared: list[str] | None = None
+) -> tuple[object, str | None]:
     """Return (backend, note); note is a message to log about the choice, if any."""
     threads = thread_count() if threads is None else threads
+    shared = shared_writable_mappings() if shared is None else shared
+    problem = _shared_problem(shared)
     mode = cfg.memory
+    if problem and mode in ("fork", "inplace"):
+        raise ConfigError(f"REWIND_MEMORY={mode} cannot isolate requests: {problem}")
     if mode == "auto":
         if cfg.kernel == "available":
             return KernelBackend(), None
+        if problem:
+            return fresh_backend(), (
+                f"REWIND_MEMORY=auto: every request runs in a fresh process (slow): {problem}"
+            )
         if threads == 1:
             from rewind.memory.inplace import InplaceBackend, available
 

@@ -64,3 +64,19 @@ def child_pids() -> list[int]:
         except FileNotFoundError:
             continue
     return pids
+
+
+def shared_writable_mappings() -> list[str]:
+    """Shared writable mappings of this process ("anonymous" or their path).
+
+    Writes to them reach every process that maps them: a forked child's writes reach
+    the snapshot process and the children after it, and no rewind undoes them.
+    """
+    found = []
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            fields = line.split(None, 5)
+            perms = fields[1]
+            if perms[1] == "w" and perms[3] == "s":
+                found.append(fields[5].strip() if len(fields) > 5 else "anonymous")
+    return found
