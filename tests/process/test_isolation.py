@@ -278,3 +278,12 @@ def test_fork_and_inplace_refuse_shared_memory_mapped_at_import(serve, rewinding
     rt = serve(memory=rewinding)
     assert rt.init("leaks_shared_memory").status == 502
     assert "shared writable memory" in rt.stderr()
+
+
+def test_inplace_that_keeps_needing_new_workers_switches_to_fork_and_stays_clean(serve):
+    rt = start(serve, "inplace", "tampers_with_rewind")
+    for i in range(6):
+        s = secret()
+        assert rt.run({"op": "cwd", "secret": s}).json()["kept"] == [s], i
+    assert "serving with fork from now on" in rt.stderr()
+    assert rt.run({}).json() == {"kept": [], "area": ""}

@@ -23,6 +23,7 @@ COLORS = {
     "none": "#4c72b0",
     "fork": "#dd8452",
     "fork-warm": "#55a868",
+    "inplace": "#937860",
     "fresh": "#c44e52",
     "container": "#8172b3",
 }

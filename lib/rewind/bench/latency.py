@@ -5,6 +5,8 @@ ratios against `none` (warm reuse, the insecure upper bound) compare like with l
 `fresh` starts a new interpreter per request: the cold, secure baseline. `fork-warm` is
 `fork` with the `warmup` checkpoint policy: the action runs once with the benchmark's
 own payload before the snapshot, so lazy initialisation is part of the snapshot.
+`inplace` is one worker rewound from outside after every reply (auto's choice where
+userfaultfd works); where it cannot work the suite notes the failure and goes on.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ SINGLE_THREADED = {
     "MKL_NUM_THREADS": "1",
     "NUMEXPR_NUM_THREADS": "1",
 }
-MODES = ("none", "fork", "fork-warm", "fresh")
+MODES = ("none", "fork", "fork-warm", "inplace", "fresh")
 WARMUP_REQUESTS = 20
 
 

@@ -221,7 +221,7 @@ def targets(results: list[Result]) -> list[str]:
     base = _base(results)
     by = {(r.workload, r.mode): r for r in results if r.files == "off"}
     out = []
-    for mode in ("fork", "fork-warm"):
+    for mode in ("fork", "fork-warm", "inplace"):
         for w, b in base.items():
             r = by.get((w, mode))
             if r is None:
@@ -265,6 +265,7 @@ def markdown(run: Run) -> str:
         "Modes: `none` = warm reuse (insecure upper bound); `fork` = each request in a child "
         "forked from the snapshot taken at /init; `fork-warm` = fork with the `warmup` "
         "checkpoint (the action ran once with the same payload before the snapshot); "
+        "`inplace` = one worker rewound in place from outside after every reply; "
         "`fresh` = a fresh interpreter per request; `container` = a fresh container per "
         "request (invoker emulator). Ratios are against `none` from this run.",
         "",

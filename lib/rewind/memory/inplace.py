@@ -314,7 +314,7 @@ class InplaceBackend:
             ctx.rewind_files()
             return None, True
         problem = ext.stop()  # before the reply: nothing of the request runs on
-        request_faults = _minor_faults(w.pid) - faults_before
+        request_faults = _minor_faults(w.pid) - faults_before if ctx.metrics_fd is not None else 0
         died = ext.exit_status()  # it ended while being stopped: answer as for a crash
         if problem is not None:
             _discard(w.pid)
