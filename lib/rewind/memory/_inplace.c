@@ -665,6 +665,25 @@ static int find_region(const struct region *rs, int n, uintptr_t addr) {
     return -1;
 }
 
+/* Give back backup pages that hold only zeros (memory never written, a calloc'd
+ * buffer): they read as zeros again, and the backup costs only what holds data. */
+static void drop_zero_pages(char *p, size_t len) {
+    static const char zero[4096];
+    size_t ps = (size_t)page_size, run = 0;
+    for (size_t off = 0; off + ps <= len; off += ps) {
+        int z = ps <= sizeof zero && memcmp(p + off, zero, ps) == 0;
+        if (z) {
+            run += ps;
+            continue;
+        }
+        if (run)
+            madvise(p + off - run, run, MADV_DONTNEED);
+        run = 0;
+    }
+    if (run)
+        madvise(p + (len / ps) * ps - run, run, MADV_DONTNEED);
+}
+
 /* Stop the worker once it is blocked in read(gate): that is the checkpoint. */
 static int stop_at_gate(int gate_fd, struct user_regs_struct *regs) {
     int rc = seize_stop(C->pid);
@@ -796,6 +815,7 @@ static int capture_state(int gate_fd, const char **what) {
             continue;
         if (pread(C->mem_fd, C->backup + r->backup, len, (off_t)r->start) != (ssize_t)len)
             return *what = "copying the worker's memory", -EIO;
+        drop_zero_pages(C->backup + r->backup, len);
     }
     if (C->vdso_len > sizeof C->vdso ||
         (C->vdso_len && pread(C->mem_fd, C->vdso, C->vdso_len, (off_t)C->vdso_start) !=
