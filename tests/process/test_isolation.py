@@ -171,7 +171,8 @@ def test_the_inplace_worker_holds_neither_fd_3_nor_a_socket(serve):
     result_pipe = os.readlink(f"/proc/{launcher}/fd/3")
     assert result_pipe.startswith("pipe:") and result_pipe not in targets, targets
     assert not any(t.startswith("socket:") for t in targets), targets
-    assert "anon_inode:[userfaultfd]" in targets
+    # Its userfaultfd was taken away at the checkpoint: nothing to re-protect pages with.
+    assert "anon_inode:[userfaultfd]" not in targets
     assert any("memfd:rewind-result" in t for t in targets)
 
 
@@ -250,14 +251,18 @@ def test_signalling_the_snapshot_process_costs_at_most_one_request(serve, rewind
 
 
 @pytest.mark.parametrize("rewinding", ["fork", "inplace"])
-@pytest.mark.parametrize("op", ["patch", "remap", "cwd"])
+@pytest.mark.parametrize("op", ["patch", "remap", "rearm", "cwd"])
 def test_tampering_with_the_rewind_does_not_keep_a_secret(serve, rewinding, op):
     rt = start(serve, rewinding, "tampers_with_rewind")
     s = secret()
-    assert rt.run({"op": op, "secret": s}).json()["kept"] == [s]
+    first = rt.run({"op": op, "secret": s}).json()
+    assert first["kept"] == [s]
     for _ in range(2):
         assert rt.run({}).json() == {"kept": [], "area": ""}
-    if rewinding == "inplace":
+    if op == "rearm" and rewinding == "inplace":
+        # The worker holds no userfaultfd and may not call PAGEMAP_SCAN (seccomp).
+        assert first["rearmed"] == [], first
+    elif rewinding == "inplace" and op != "rearm":
         # Nothing undoable was half-done: the worker was replaced, and the log says why.
         assert "inplace: starting a new worker" in rt.stderr()
 

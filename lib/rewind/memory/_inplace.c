@@ -35,7 +35,12 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <linux/userfaultfd.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -147,7 +152,8 @@ struct pstatus {
 struct ckpt {
     pid_t pid;
     int mem_fd, pagemap_fd;
-    int uffd; /* the worker's userfaultfd, as numbered in the worker */
+    int uffd;        /* our duplicate of the worker's userfaultfd (it keeps none) */
+    int worker_uffd; /* its number in the worker, until capture closes it there */
     int attached;
     struct user_regs_struct resume; /* re-executes read(gate) */
     char xstate[16384];
@@ -609,6 +615,30 @@ static int protect(uintptr_t start, uintptr_t end) {
     return ioctl(C->pagemap_fd, RW_PAGEMAP_SCAN, &arg) < 0 ? -errno : 0;
 }
 
+/* Forbid the worker what would let it hide writes from the rewind: PAGEMAP_SCAN with
+ * PM_SCAN_WP_MATCHING re-protects pages it wrote, UFFDIO_WRITEPROTECT likewise, and x32
+ * system calls would get around the check of the ioctl number. */
+static int confine(void) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 5, 0), /* x32 */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 5),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)RW_PAGEMAP_SCAN, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)UFFDIO_WRITEPROTECT, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)UFFDIO_UNREGISTER, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = (unsigned short)(sizeof f / sizeof f[0]), .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -errno;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0 ? -errno : 0;
+}
+
 /* ---- checkpoint -------------------------------------------------------------------- */
 
 static void wipe_scratch(void) {
@@ -629,6 +659,8 @@ static void release(void) {
         close(C->mem_fd);
     if (C->pagemap_fd >= 0)
         close(C->pagemap_fd);
+    if (C->uffd >= 0)
+        close(C->uffd);
     if (C->backup)
         munmap(C->backup, C->backup_len);
     munmap(C, sizeof *C);
@@ -645,7 +677,7 @@ static int alloc_state(pid_t pid) {
     madvise(p, sizeof(struct ckpt), MADV_DONTFORK); /* later workers start without it */
     C = p;
     C->pid = pid;
-    C->mem_fd = C->pagemap_fd = -1;
+    C->mem_fd = C->pagemap_fd = C->uffd = -1;
     return 0;
 }
 
@@ -734,6 +766,19 @@ static int capture_state(int gate_fd, const char **what) {
     if (pread(C->mem_fd, insn, 2, (off_t)C->resume.rip) != 2 || insn[0] != 0x0f ||
         insn[1] != 0x05)
         return *what = "finding the checkpoint's syscall instruction", -EPROTO;
+    /* Take the worker's userfaultfd and close it in the worker: only we can re-register
+     * memory, and the worker has nothing to re-protect pages with. */
+    int pidfd = (int)syscall(SYS_pidfd_open, C->pid, 0);
+    int dup = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, C->worker_uffd, 0);
+    int err = errno;
+    if (pidfd >= 0)
+        close(pidfd);
+    if (dup < 0)
+        return *what = "taking the worker's userfaultfd (pidfd_getfd)", -err;
+    long closed;
+    C->uffd = dup;
+    if ((rc = inject(SYS_close, C->worker_uffd, 0, 0, 0, &closed)) < 0 || closed != 0)
+        return *what = "closing the worker's userfaultfd", rc < 0 ? rc : -EBADF;
     if ((rc = read_status(C->pid, &C->st)) < 0)
         return *what = "reading the worker's status", rc;
     if (C->st.threads != 1)
@@ -1029,18 +1074,14 @@ static const char *plan_fds(void) {
     return seen == C->nfds ? NULL : "a checkpoint descriptor was closed";
 }
 
-/* Register [start, end) with the worker's userfaultfd, from inside the worker. */
+/* Register [start, end) of the worker with its userfaultfd (our duplicate of it). */
 static const char *register_in_worker(uintptr_t start, uintptr_t end) {
     struct uffdio_register reg = {
         .range = {.start = start, .len = end - start},
         .mode = UFFDIO_REGISTER_MODE_WP,
     };
-    long ret;
-    if (poke(C->scratch, &reg, sizeof reg) < 0 ||
-        inject(SYS_ioctl, C->uffd, (long)UFFDIO_REGISTER, (long)C->scratch, 0, &ret) < 0 ||
-        ret != 0)
-        return "registering a re-created mapping failed";
-    return NULL;
+    return ioctl(C->uffd, UFFDIO_REGISTER, &reg) < 0 ? "registering a re-created mapping failed"
+                                                      : NULL;
 }
 
 /* Unmap what is new, reset brk, map removed memory again; then the list must be the
@@ -1320,6 +1361,10 @@ static PyObject *py_track(PyObject *self, PyObject *unused) {
         close(fd);
         return os_error(-rc, "UFFDIO_REGISTER");
     }
+    if ((rc = confine()) < 0) {
+        close(fd);
+        return os_error(-rc, "installing the seccomp filter (PR_SET_SECCOMP)");
+    }
     return PyLong_FromLong(fd);
 }
 
@@ -1333,7 +1378,7 @@ static PyObject *py_capture(PyObject *self, PyObject *args) {
     if (rc < 0)
         return os_error(-rc, "allocating the checkpoint");
     const char *what = NULL;
-    C->uffd = uffd;
+    C->worker_uffd = uffd;
     rc = capture_state(gate_fd, &what);
     if (rc == 0)
         rc = put_registers();
@@ -1474,7 +1519,8 @@ static PyMethodDef methods[] = {
     {"probe", py_probe, METH_NOARGS,
      "None when in-place rewind works here, else the reason it does not."},
     {"track", py_track, METH_NOARGS,
-     "(worker) Register every private mapping for write tracking; returns the userfaultfd."},
+     "(worker) Register every private mapping for write tracking and forbid re-protecting "
+     "pages (seccomp); returns the userfaultfd, which capture() takes away."},
     {"capture", py_capture, METH_VARARGS,
      "capture(pid, gate_fd, uffd): checkpoint the worker blocked reading gate_fd "
      "(descriptor numbers as in the worker)."},
