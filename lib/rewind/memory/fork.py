@@ -80,19 +80,24 @@ def poll_readable(fds: list[int], timeout: float | None) -> list[int]:
             continue
 
 
-def kill_descendants(timeout: float = KILL_TIMEOUT_S) -> int:
-    """SIGKILL and reap every child of this (subreaper) process; return how many.
+def kill_descendants(
+    timeout: float = KILL_TIMEOUT_S,
+    keep: int | None = None,
+    children: Callable[[], list[int]] = sysapi.child_pids,
+) -> int:
+    """SIGKILL and reap every child of this (subreaper) process but ``keep``; return how many.
 
-    Called once the request process is reaped: its descendants have re-parented to
-    us by then, so "no child left" means "no descendant left". Grandchildren
-    re-parent as their parents die, so loop until none is left.
+    Called once the request process is gone (or, for inplace, stopped): its descendants
+    have re-parented to us by then, so "no child left" means "no descendant left".
+    Grandchildren re-parent as their parents die, so loop until none is left. Reaping is
+    by pid: ``waitpid(-1)`` would also consume a ptrace stop of the kept process.
     """
     killed = 0
     limit = time.monotonic() + timeout
     while True:
-        if _reap_nohang() == "none-left":
+        pids = [p for p in children() if p != keep]
+        if not pids:
             return killed
-        pids = sysapi.child_pids()
         if time.monotonic() > limit:
             raise FailClosed(f"processes {pids} left by a request could not be killed")
         for pid in pids:
@@ -101,18 +106,11 @@ def kill_descendants(timeout: float = KILL_TIMEOUT_S) -> int:
                 killed += 1
             except ProcessLookupError:
                 pass
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
         time.sleep(0.0005)
-
-
-def _reap_nohang() -> str:
-    """Reap finished children; "none-left" when this process has no child at all."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return "none-left"
-        if pid == 0:
-            return "running"
 
 
 def result_is_one_line(memfd: int) -> bool:

@@ -39,11 +39,11 @@ from rewind.memory import sysapi
 from rewind.memory.base import ServeContext, exited_line
 from rewind.memory.child import decode_started, encode_started, harden, prewarm
 from rewind.memory.fork import (
-    KILL_TIMEOUT_S,
     Outcome,
     describe_failure,
     fork_backend,
     forward,
+    kill_descendants,
     poll_readable,
     result_is_one_line,
 )
@@ -175,31 +175,9 @@ def _discard(pid: int) -> None:
     _reap(pid)
 
 
-def kill_orphans(worker: int | None, timeout: float = KILL_TIMEOUT_S) -> int:
-    """SIGKILL and reap every child of this subreaper except the worker; return how many.
-
-    Processes a request started and abandoned re-parent here once their parent dies;
-    ``waitpid(-1)`` would also consume the worker's ptrace stops, so reap by pid.
-    """
-    killed = 0
-    limit = time.monotonic() + timeout
-    while True:
-        pids = [p for p in _own_children() if p != worker]
-        if not pids:
-            return killed
-        if time.monotonic() > limit:
-            raise FailClosed(f"processes {pids} left by a request could not be killed")
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        time.sleep(0.0005)
+def kill_orphans(worker: int | None) -> int:
+    """Kill and reap every process a request left, except the (stopped) worker."""
+    return kill_descendants(keep=worker, children=_own_children)
 
 
 class CaptureFailed(Exception):
