@@ -8,7 +8,7 @@ import pytest
 
 from rewind.launcher import errors
 from rewind.memory.child import decode_started, encode_started
-from rewind.memory.fork import Outcome, describe_failure, forward, result_is_one_line
+from rewind.memory.fork import Outcome, describe_failure, forward_one_line
 
 
 def _memfd(data: bytes) -> int:
@@ -29,10 +29,18 @@ def _memfd(data: bytes) -> int:
 )
 def test_only_a_single_newline_terminated_line_is_forwarded(data, ok):
     fd = _memfd(data)
+    r, w = os.pipe()
     try:
-        assert result_is_one_line(fd) is ok
+        assert forward_one_line(fd, w) is ok
+        os.set_blocking(r, False)
+        try:
+            sent = os.read(r, 1 << 16)
+        except BlockingIOError:
+            sent = b""
+        assert sent == (data if ok else b"")  # nothing at all unless it is one line
     finally:
-        os.close(fd)
+        for x in (fd, r, w):
+            os.close(x)
 
 
 def test_forward_moves_large_results_through_a_pipe():
@@ -47,7 +55,7 @@ def test_forward_moves_large_results_through_a_pipe():
             got += chunk
         os._exit(0 if bytes(got) == data else 1)
     os.close(r)
-    forward(fd, w)
+    assert forward_one_line(fd, w) is True
     os.close(w)
     os.close(fd)
     _, status = os.waitpid(pid, 0)

@@ -39,6 +39,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <signal.h>
@@ -1120,9 +1121,7 @@ static const char *repair_maps(void) {
     return NULL;
 }
 
-static const char *check_kernel_state(struct pstatus *st) {
-    if (read_status(C->pid, st) < 0)
-        return "reading the worker's status failed";
+static const char *check_kernel_state(const struct pstatus *st) {
     if (st->threads != 1)
         return "the request left threads";
     /* SIGCHLD, SIGURG, SIGWINCH and SIGCONT are ignored by default: harmless. */
@@ -1428,8 +1427,11 @@ static PyObject *py_rewind(PyObject *self, PyObject *unused) {
         return os_error(EINVAL, "rewind() of a worker that is not stopped");
     double t0 = now_ms();
     C->pages = C->ranges = C->injected = 0;
+    /* Read again, not taken from stop(): until its children and the orphans died,
+     * they could still signal the stopped worker. */
     struct pstatus st;
-    const char *why = check_kernel_state(&st);
+    const char *why = read_status(C->pid, &st) < 0 ? "reading the worker's status failed"
+                                                    : check_kernel_state(&st);
     if (!why)
         why = plan_maps();
     if (!why)
@@ -1493,7 +1495,10 @@ static PyObject *py_drain(PyObject *self, PyObject *args) {
      * first byte's meaning only. */
     char buf[4096];
     int first = -1;
-    for (;;) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    /* The worker is stopped: whatever it wrote is in the pipe now. poll() first keeps
+     * the pipe blocking for the "started" record without a flag flip per request. */
+    while (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN)) {
         ssize_t n = read(fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
@@ -1501,8 +1506,6 @@ static PyObject *py_drain(PyObject *self, PyObject *args) {
             break;
         if (first < 0)
             first = (unsigned char)buf[0];
-        if ((size_t)n < sizeof buf)
-            break;
     }
     memset(buf, 0, sizeof buf);
     __asm__ __volatile__("" : : "r"(buf) : "memory");

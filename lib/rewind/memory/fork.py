@@ -113,35 +113,38 @@ def kill_descendants(
         time.sleep(0.0005)
 
 
-def result_is_one_line(memfd: int) -> bool:
-    """True when the memfd holds exactly one newline-terminated line.
+TIMED_OUT = "The action exceeded its deadline and was stopped."
+ACTION_EXITED = "The action exited before returning a result."
+MALFORMED = "The action's process left a malformed result."
 
-    The bytes are mapped read-only and searched in place; nothing is copied into the
-    snapshot process's heap. A function that wrote extra lines toward the channel
-    would otherwise have them read as the answers to later requests.
+
+def forward_one_line(memfd: int, result_fd: int) -> bool:
+    """Move the memfd's bytes to fd 3 inside the kernel if they are exactly one line.
+
+    The bytes are mapped read-only and searched in place, then sent with sendfile:
+    nothing is copied into the snapshot process's heap. A function that wrote extra
+    lines toward the channel would otherwise have them read as the answers to later
+    requests. Returns False, having sent nothing, when the memfd is not one line.
     """
     size = os.fstat(memfd).st_size
     if size == 0:
         return False
     with mmap.mmap(memfd, size, prot=mmap.PROT_READ) as view:
-        return view.find(b"\n") == size - 1
-
-
-def forward(memfd: int, result_fd: int) -> None:
-    """Move the memfd's bytes to fd 3 inside the kernel."""
-    size = os.fstat(memfd).st_size
+        if view.find(b"\n") != size - 1:
+            return False
     offset = 0
     while offset < size:
         sent = os.sendfile(result_fd, memfd, offset, size - offset)
         if sent == 0:
             raise OSError("sendfile made no progress")
         offset += sent
+    return True
 
 
 def describe_failure(outcome: Outcome) -> bytes:
     """The error line for a request process that left no valid result."""
     if outcome.timed_out:
-        return error_line("The action exceeded its deadline and was stopped.")
+        return error_line(TIMED_OUT)
     status = outcome.status
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
@@ -150,9 +153,9 @@ def describe_failure(outcome: Outcome) -> bytes:
         return exited_line(f"The action's process was killed by {name}{hint}.")
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
     if code == errors.CHILD_ACTION_EXITED:
-        return exited_line("The action exited before returning a result.")
+        return exited_line(ACTION_EXITED)
     if code == errors.CHILD_RESULT_WRITTEN:
-        return exited_line("The action's process left a malformed result.")
+        return exited_line(MALFORMED)
     return exited_line(f"The action's process exited with code {code}.")
 
 
@@ -226,14 +229,12 @@ class SnapshotProcess:
                 if not outcome.started:
                     ctx.log(f"standby request process ended early (status {outcome.status})")
                     continue
-                if (
+                written = (
                     not outcome.timed_out
                     and os.WIFEXITED(outcome.status)
                     and os.WEXITSTATUS(outcome.status) == errors.CHILD_RESULT_WRITTEN
-                    and result_is_one_line(memfd)
-                ):
-                    forward(memfd, ctx.result_fd)
-                else:
+                )
+                if not (written and forward_one_line(memfd, ctx.result_fd)):
                     write_all(ctx.result_fd, describe_failure(outcome))
             finally:
                 os.close(memfd)

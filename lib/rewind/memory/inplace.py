@@ -32,20 +32,21 @@ from types import ModuleType
 from typing import NoReturn
 
 from rewind.launcher import errors
-from rewind.launcher.action import deadline_of, error_line, flush_logs, run_request
+from rewind.launcher.action import deadline_of, flush_logs, run_request
 from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.launcher.protocol import write_all
 from rewind.memory import sysapi
 from rewind.memory.base import ServeContext, exited_line
 from rewind.memory.child import decode_started, encode_started, harden, prewarm
 from rewind.memory.fork import (
+    ACTION_EXITED,
+    MALFORMED,
     Outcome,
     describe_failure,
     fork_backend,
-    forward,
+    forward_one_line,
     kill_descendants,
     poll_readable,
-    result_is_one_line,
 )
 
 # The "started" record has a fixed size, so the snapshot process reads exactly the
@@ -279,10 +280,10 @@ class InplaceBackend:
                 return None, False
             ctx.log(f"inplace worker ended before a request (status {status})")
             return None, True
-        os.set_blocking(w.status_r, False)
         timeout = None if deadline is None else deadline - time.time()
-        timed_out = not poll_readable([w.status_r, w.pidfd], timeout)
-        if w.pidfd in poll_readable([w.pidfd], 0):
+        ready = poll_readable([w.status_r, w.pidfd], timeout)
+        timed_out = not ready
+        if w.pidfd in ready:
             # The worker died: answer as fork does, start a new one.
             status = _reap(w.pid)
             ext.release()
@@ -299,18 +300,12 @@ class InplaceBackend:
             ext.release()
         kill_orphans(None if problem else w.pid)
         outcome = ext.drain(w.status_r)
-        if timed_out:
-            write_all(
-                ctx.result_fd, error_line("The action exceeded its deadline and was stopped.")
-            )
-        elif died is not None:
-            write_all(ctx.result_fd, describe_failure(Outcome(True, died)))
-        elif outcome == "done" and result_is_one_line(w.memfd):
-            forward(w.memfd, ctx.result_fd)
+        if timed_out or died is not None:
+            write_all(ctx.result_fd, describe_failure(Outcome(True, died or 0, timed_out)))
         elif outcome == "exited":
-            write_all(ctx.result_fd, exited_line("The action exited before returning a result."))
-        else:
-            write_all(ctx.result_fd, exited_line("The action's process left a malformed result."))
+            write_all(ctx.result_fd, exited_line(ACTION_EXITED))
+        elif not (outcome == "done" and forward_one_line(w.memfd, ctx.result_fd)):
+            write_all(ctx.result_fd, exited_line(MALFORMED))
         replied_at = time.perf_counter()
         os.sched_yield()  # let the proxy take the reply before the rewind takes the CPU
         ctx.rewind_files()
@@ -330,7 +325,6 @@ class InplaceBackend:
         self.reforks_in_a_row = 0
         os.ftruncate(w.memfd, 0)
         os.lseek(w.memfd, 0, os.SEEK_SET)
-        os.set_blocking(w.status_r, True)
         os.write(w.gate_w, b"g")
         if ctx.metrics_fd is not None:
             ctx.record(
