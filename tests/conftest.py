@@ -49,18 +49,25 @@ class Served:
         text = self.stdout() + self.stderr()
         return "\n".join(x for x in text.splitlines() if x.strip() != SENTINEL)
 
+    def children(self, pid: int | None = None) -> list[int]:
+        """Direct children of ``pid`` (default: the proxy); [] once it is gone."""
+        pid = self.rt.proc.pid if pid is None else pid
+        out: list[int] = []
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                    out.extend(int(p) for p in fh.read().split())
+        except FileNotFoundError:
+            pass
+        return out
+
     def tree_pids(self) -> list[int]:
         """The proxy and every process below it."""
         pids, todo = [], [self.rt.proc.pid]
         while todo:
             pid = todo.pop()
             pids.append(pid)
-            try:
-                for tid in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                        todo.extend(int(p) for p in fh.read().split())
-            except FileNotFoundError:
-                continue
+            todo.extend(self.children(pid))
         return pids
 
     def tree_memory_kib(self) -> dict[str, int]:

@@ -156,18 +156,10 @@ def test_a_request_process_holds_only_the_descriptors_it_needs(serve):
     assert not any(t.startswith(("pipe:", "socket:")) for t in targets[3:]), targets
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/children") as fh:
-            out.extend(int(p) for p in fh.read().split())
-    return out
-
-
 def test_the_inplace_worker_holds_neither_fd_3_nor_a_socket(serve):
     rt = start(serve, "inplace", "leaks_descriptor")
     targets = rt.run({}).json()["targets"]
-    (launcher,) = _children(rt.rt.proc.pid)
+    (launcher,) = rt.children()
     result_pipe = os.readlink(f"/proc/{launcher}/fd/3")
     assert result_pipe.startswith("pipe:") and result_pipe not in targets, targets
     assert not any(t.startswith("socket:") for t in targets), targets

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -96,23 +95,15 @@ def test_auto_on_this_stock_kernel_uses_inplace(serve):
     rt.run({"secret": "a"})
     assert rt.run({"secret": "b"}).json()["seen"] == ["b"]
     # The snapshot process (the proxy's child) keeps one worker: the inplace layout.
-    (launcher,) = _children(rt.rt.proc.pid)
-    assert len(_children(launcher)) == 1
+    (launcher,) = rt.children()
+    assert len(rt.children(launcher)) == 1
     assert "using fork" not in rt.stderr()
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/children") as fh:
-            out.extend(int(p) for p in fh.read().split())
-    return out
 
 
 def _rewound_mappings(rt) -> int:
     """Lines of /proc/<pid>/maps of the inplace worker (the launcher's only child)."""
-    (launcher,) = _children(rt.rt.proc.pid)
-    (worker,) = _children(launcher)
+    (launcher,) = rt.children()
+    (worker,) = rt.children(launcher)
     with open(f"/proc/{worker}/maps") as fh:
         return len(fh.readlines())
 
