@@ -7,6 +7,7 @@
 package actionloop
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"sort"
@@ -59,8 +60,11 @@ type Config struct {
 	// details and sentinels in the log.
 	LogInitError bool
 	// Debug enables diagnostics on stderr and re-init (OW_DEBUG,
-	// REWIND_DEBUG or -debug).
+	// REWIND_DEBUG or -debug; see debugOn).
 	Debug bool
+	// InitEnv is REWIND_INIT_ENV, a JSON object: a default /init env,
+	// under every /init's own env (which wins). Not forwarded as such.
+	InitEnv map[string]string
 	// ActionRoot is REWIND_ACTION_ROOT: attempt N is materialised in <root>/<N>.
 	ActionRoot string
 	// MaxBody is REWIND_MAX_BODY: the largest /init or /run body in bytes.
@@ -113,6 +117,9 @@ func Load(environ []string) (Config, error) {
 			continue
 		}
 		env[k] = v
+		if k == initEnvVar {
+			continue
+		}
 		if strings.HasPrefix(k, "__OW_") || strings.HasPrefix(k, "REWIND_") {
 			cfg.Forward[k] = v
 		}
@@ -131,7 +138,7 @@ func Load(environ []string) (Config, error) {
 	cfg.WaitForAck = env["OW_WAIT_FOR_ACK"]
 	cfg.ExecutionEnv = env["OW_EXECUTION_ENV"]
 	cfg.LogInitError = env["OW_LOG_INIT_ERROR"] != ""
-	cfg.Debug = env["OW_DEBUG"] != "" || env["REWIND_DEBUG"] != ""
+	cfg.Debug = debugOn(env["OW_DEBUG"]) || debugOn(env["REWIND_DEBUG"])
 	cfg.ActionRoot = get("REWIND_ACTION_ROOT", DefaultActionRoot)
 	cfg.Path = env["PATH"]
 	cfg.User = env["REWIND_USER"]
@@ -158,6 +165,9 @@ func Load(environ []string) (Config, error) {
 	if cfg.Files == FilesLocal && len(cfg.SidecarCmd) == 0 {
 		return Config{}, fmt.Errorf("invalid REWIND_SIDECAR_CMD: empty, but REWIND_FILES=local needs a command")
 	}
+	if cfg.InitEnv, err = parseInitEnv(env[initEnvVar]); err != nil {
+		return Config{}, err
+	}
 	cfg.StopGrace = DefaultStopGrace
 	if v := env["REWIND_STOP_GRACE"]; v != "" {
 		d, err := time.ParseDuration(v)
@@ -167,6 +177,39 @@ func Load(environ []string) (Config, error) {
 		cfg.StopGrace = d
 	}
 	return cfg, nil
+}
+
+// initEnvVar is the variable of Config.InitEnv.
+const initEnvVar = "REWIND_INIT_ENV"
+
+// debugOn parses OW_DEBUG and REWIND_DEBUG exactly as the Python side does
+// (rewind/debug.py): empty, 0, false, no and off (any case) are off.
+func debugOn(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "0", "false", "no", "off":
+		return false
+	}
+	return true
+}
+
+// parseInitEnv reads REWIND_INIT_ENV: empty, or a JSON object whose values
+// are rendered as /init's env values are (envValue).
+func parseInitEnv(v string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(v) == "" {
+		return out, nil
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(v), &raw); err != nil || raw == nil {
+		return nil, fmt.Errorf("invalid %s: want a JSON object such as {\"PYTHONPATH\": \"/opt/lib\"}", initEnvVar)
+	}
+	for k, val := range raw {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return nil, fmt.Errorf("invalid %s: bad variable name %q", initEnvVar, k)
+		}
+		out[k] = envValue(val)
+	}
+	return out, nil
 }
 
 // positiveBytes reads a byte count that must be a positive integer.

@@ -19,6 +19,7 @@ func TestLoadDefaults(t *testing.T) {
 		Memory: MemoryAuto, Files: FilesOff, Sidecar: "unix:/run/rewind/sidecar.sock",
 		SidecarCmd: []string{"/usr/local/bin/rewind", "sidecar"}, StopGrace: 2 * time.Second,
 		Path: "/bin", Forward: map[string]string{}, Environ: []string{"PATH=/bin", "HOME=/root"},
+		InitEnv: map[string]string{},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)
@@ -78,5 +79,46 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if _, err := Load([]string{"REWIND_FILES=local", "REWIND_SIDECAR_CMD=  "}); err == nil {
 		t.Error("empty sidecar command accepted with REWIND_FILES=local")
+	}
+}
+
+// REWIND_DEBUG and OW_DEBUG parse as in rewind/debug.py: "0" is off (it
+// used to turn debugging on here and off in the sidecar).
+func TestDebugParsesLikeThePythonSide(t *testing.T) {
+	for _, v := range []string{"", "0", "false", "no", "off", "FALSE", " 0 ", "No"} {
+		if debugOn(v) {
+			t.Errorf("%q turned debugging on", v)
+		}
+		if cfg, _ := Load([]string{"REWIND_DEBUG=" + v, "OW_DEBUG=" + v}); cfg.Debug {
+			t.Errorf("REWIND_DEBUG=OW_DEBUG=%q turned debugging on", v)
+		}
+	}
+	for _, v := range []string{"1", "yes", "true", "on", "/tmp/action.log"} {
+		if !debugOn(v) {
+			t.Errorf("%q left debugging off", v)
+		}
+	}
+	if cfg, _ := Load([]string{"REWIND_DEBUG=0", "OW_DEBUG=1"}); !cfg.Debug {
+		t.Error("OW_DEBUG=1 ignored next to REWIND_DEBUG=0")
+	}
+}
+
+// REWIND_INIT_ENV is a default /init env; it is not forwarded as itself.
+func TestLoadInitEnv(t *testing.T) {
+	cfg, err := Load([]string{`REWIND_INIT_ENV={"PYTHONPATH": "/opt/lib", "N": 42, "E": ""}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"PYTHONPATH": "/opt/lib", "N": "42", "E": ""}
+	if !reflect.DeepEqual(cfg.InitEnv, want) {
+		t.Fatalf("init env %v", cfg.InitEnv)
+	}
+	if _, ok := cfg.Forward["REWIND_INIT_ENV"]; ok {
+		t.Fatal("REWIND_INIT_ENV forwarded")
+	}
+	for _, bad := range []string{"REWIND_INIT_ENV=[1]", "REWIND_INIT_ENV=x", `REWIND_INIT_ENV={"A=B": "1"}`, "REWIND_INIT_ENV=null"} {
+		if _, err := Load([]string{bad}); err == nil || !strings.Contains(err.Error(), "invalid REWIND_INIT_ENV") {
+			t.Errorf("%s: got %v", bad, err)
+		}
 	}
 }

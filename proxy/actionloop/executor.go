@@ -9,7 +9,6 @@ package actionloop
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -79,6 +78,10 @@ type LaunchSpec struct {
 	// it and hands the connection to the launcher as fd 4, so the launcher
 	// never needs access to the root-only socket (and the function cannot).
 	Sidecar string
+	// OnStatus, if set, receives the launcher's report from its ack and
+	// every line of the status pipe (status.go). Every start passes the
+	// pipe's write end as the next fd and names it in REWIND_STATUS_FD.
+	OnStatus func(StatusMessage)
 }
 
 // SidecarFD is the launcher's descriptor of its pre-connected sidecar socket.
@@ -122,6 +125,8 @@ type Executor struct {
 	// broken is set once the launcher exited or closed fd 3; only the
 	// goroutine holding the server's lock touches it.
 	broken bool
+	// statusDone is closed when every writer of the status pipe is gone.
+	statusDone chan struct{}
 }
 
 // StartExecutor starts the launcher described by spec and, per the
@@ -150,9 +155,19 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 		defer sc.Close()
 		files = append(files, sc)
 	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	env := withStatusFD(spec.Env, len(files))
+	files = append(files, statusW)
 	child, err := r.Start(ProcSpec{
 		Argv:       spec.Argv,
-		Env:        spec.Env,
+		Env:        env,
 		Files:      files,
 		Credential: spec.Credential,
 	})
@@ -160,13 +175,16 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 	// and hide the launcher's death from the reader.
 	inR.Close()
 	outW.Close()
+	statusW.Close()
 	if err != nil {
 		inW.Close()
 		outR.Close()
+		statusR.Close()
 		return nil, err
 	}
-	e := &Executor{child: child, stdin: inW, out: outR, lines: make(chan lineResult), quit: make(chan struct{})}
+	e := &Executor{child: child, stdin: inW, out: outR, lines: make(chan lineResult), quit: make(chan struct{}), statusDone: make(chan struct{})}
 	go e.readLines()
+	go readStatus(statusR, spec.OnStatus, e.statusDone)
 
 	if !spec.WaitForAck {
 		select {
@@ -182,12 +200,13 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 		e.Stop(grace)
 		return nil, errors.New(msgExitedAtInit)
 	}
-	var ack struct {
-		Ok bool `json:"ok"`
-	}
-	if json.Unmarshal(line, &ack) != nil || !ack.Ok {
+	ok, report := parseAck(line)
+	if !ok {
 		e.Stop(grace)
 		return nil, errors.New(msgBadAck)
+	}
+	if report != nil && spec.OnStatus != nil {
+		spec.OnStatus(StatusMessage{Rewind: report})
 	}
 	return e, nil
 }
@@ -279,6 +298,17 @@ func (e *Executor) Stop(grace time.Duration) {
 		e.stdin.Close()
 		e.out.Close()
 	})
+}
+
+// WaitStatusDrained waits up to d for the status pipe to reach EOF, so a
+// reason the launcher wrote just before it exited has been handed on.
+func (e *Executor) WaitStatusDrained(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-e.statusDone:
+	case <-t.C:
+	}
 }
 
 // Pid is the launcher's pid (and process group id).

@@ -107,9 +107,20 @@ func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.initialized = true
+	s.board.setInitialized(true)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, "{\"ok\":true}\n")
+}
+
+// initialEnv copies the default /init env (REWIND_INIT_ENV) into the
+// server's env map, under which every /init's env is merged.
+func initialEnv(defaults map[string]string) map[string]string {
+	m := make(map[string]string, len(defaults))
+	for k, v := range defaults {
+		m[k] = v
+	}
+	return m
 }
 
 // envValue renders an init env value: strings as is, anything else as
@@ -166,6 +177,7 @@ func (s *Server) stopAction() {
 	}
 	s.launch = nil
 	s.failClosed = false
+	s.board.setInitialized(false)
 }
 
 // initAction materialises code in a fresh <root>/<N>, compiles it unless
@@ -225,6 +237,7 @@ func (s *Server) initAction(main string, code []byte) error {
 		Stdout:     s.stdout,
 		Stderr:     s.stderr,
 		WaitForAck: s.cfg.WaitForAck != "",
+		OnStatus:   s.onStatus,
 	}
 	if s.cfg.Files == FilesLocal {
 		spec.Sidecar = s.cfg.Sidecar
@@ -289,6 +302,10 @@ func (s *Server) launcherEnv(dir, home string) []string {
 		m["HOME"] = home
 	}
 	m["REWIND_ACTION_DIR"] = dir
+	if s.cfg.Debug {
+		// -debug, or OW_DEBUG, which the launcher does not inherit.
+		m["REWIND_DEBUG"] = "1"
+	}
 	if s.cfg.Files == FilesLocal {
 		m["REWIND_SIDECAR"] = "fd:" + strconv.Itoa(SidecarFD)
 	}

@@ -102,14 +102,16 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 // reapLauncher collects a launcher that exited or stopped talking, and
 // fails closed if it reported ExitRewindFailed.
 func (s *Server) reapLauncher() {
-	code := s.exec.Reap(s.cfg.StopGrace)
+	e := s.exec
+	code := e.Reap(s.cfg.StopGrace)
 	s.setExec(nil)
 	s.debugf("launcher exited with code %d", code)
 	if code == ExitRewindFailed {
 		s.failClosed = true
-		// The launcher logs the reason itself; the proxy stays silent
-		// outside -debug, as every line it writes lands in some activation.
-		s.debugf("exit code %d: a rewind failed; refusing all further requests", code)
+		// The reason goes to the status endpoint and the debug log only:
+		// every line on the proxy's streams lands in some activation.
+		e.WaitStatusDrained(statusDrainWait)
+		s.debugf("exit code %d: %s; refusing all further requests", code, s.board.failClosed())
 	}
 }
 

@@ -1,8 +1,9 @@
 // server.go: the proxy's HTTP surface and the state shared by /init and /run.
 //
 // Routing is explicit, unlike upstream: /init and /run accept POST only
-// (405 with Allow otherwise), any other path is 404, and bodies over
-// REWIND_MAX_BODY are refused with 413 before they reach the launcher.
+// (405 with Allow otherwise), GET /rewind/status reports the memory backend
+// (status.go), any other path is 404, and bodies over REWIND_MAX_BODY are
+// refused with 413 before they reach the launcher.
 
 package actionloop
 
@@ -44,6 +45,9 @@ type Server struct {
 	launch      *LaunchSpec // how to (re)start the launcher; nil before init
 	failClosed  bool        // the launcher exited with ExitRewindFailed
 
+	// board is what GET /rewind/status reports, under its own lock.
+	board *statusBoard
+
 	// procMu guards the two process handles, which Close reads without
 	// waiting for a /run that may never finish.
 	procMu  sync.Mutex
@@ -61,7 +65,8 @@ func NewServer(cfg Config, stdout, stderr *os.File) *Server {
 		stderr: stderr,
 		logger: log.New(stderr, "", log.LstdFlags),
 		lock:   make(chan struct{}, 1),
-		env:    map[string]string{},
+		env:    initialEnv(cfg.InitEnv),
+		board:  newStatusBoard(),
 	}
 }
 
@@ -73,6 +78,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		handle = s.handleInit
 	case "/run":
 		handle = s.handleRun
+	case StatusPath:
+		s.handleStatus(w, r)
+		return
 	default:
 		sendError(w, http.StatusNotFound, "not found: "+r.URL.Path)
 		return

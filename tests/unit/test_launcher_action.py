@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pytest
 
@@ -79,9 +80,52 @@ def test_unicode_results_are_kept_as_utf8():
 
 
 def test_deadline_of_reads_epoch_ms():
-    assert action.deadline_of(b'{"deadline": "1700000000000"}') == 1700000000.0
-    assert action.deadline_of(b'{"value": {}}') is None
-    assert action.deadline_of(b'{"deadline": "soon"}') is None
+    now = 1699999999.0
+    assert action.deadline_of(b'{"deadline": "1700000000000"}', now) == 1700000000.0
+    assert action.deadline_of(b'{"deadline": 1700000000000}', now) == 1700000000.0
+    assert action.deadline_of(b'{"value": {}}', now) is None
+    assert action.deadline_of(b'{"deadline": "soon"}', now) is None
+
+
+def test_a_deadline_already_past_on_arrival_is_not_enforced():
+    # OpenWhisk's conformance test sends "deadline": "123" and expects a normal reply.
+    assert action.deadline_of(b'{"deadline": "123"}') is None
+    assert action.deadline_of(b'{"deadline": "1700000000000"}', 1700000000.5) is None
+    future = int((time.time() + 60) * 1000)
+    assert action.deadline_of(json.dumps({"deadline": str(future)}).encode()) == future / 1000
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '"NaN"',
+        '"nan"',
+        '"-Infinity"',
+        '"Infinity"',
+        "NaN",
+        "-Infinity",
+        '"abc"',
+        '""',
+        '"1e400"',
+        "1e400",
+        str(10**400),
+        '"99999999999999999999999999"',
+        "true",
+        "null",
+        "[1]",
+        '{"ms": 1}',
+        "[" * 5000 + "]" * 5000,
+    ],
+)
+def test_a_deadline_that_cannot_be_parsed_is_absent_and_never_raises(raw):
+    line = b'{"value": {}, "deadline": ' + raw.encode() + b"}"
+    assert action.deadline_of(line, 1700000000.0) is None
+
+
+def test_a_request_nested_too_deep_to_parse_is_an_error_result_not_a_crash():
+    line = b'{"value": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    out = _result(action.run_request(lambda a: {"ran": True}, line))
+    assert "Invalid JSON" in out["error"]
 
 
 def test_line_reader_frames_exactly_and_keeps_pipelined_bytes():

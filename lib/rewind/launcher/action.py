@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
@@ -24,6 +26,8 @@ ActionMain = Callable[[Any], Any]
 _OWN_DIR = str(Path(__file__).resolve().parents[1])
 ACTION_MODULE = "main__"
 _CONTEXT_TYPES = (str, int, float, bool)
+# The longest timeout poll(2) takes (a C int of milliseconds); a later deadline is none.
+MAX_DEADLINE_S = (2**31 - 1) / 1000.0
 
 
 def activate_virtualenv(action_dir: str) -> None:
@@ -91,7 +95,7 @@ def parse_request(line: bytes) -> tuple[dict[str, Any] | None, bytes | None]:
     """Decode a request line: (request, None) or (None, error result line)."""
     try:
         request = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return None, error_line(f"Invalid JSON in the request: {exc}")
     if not isinstance(request, dict):
         return None, error_line("The request must be a JSON object with a 'value' key.")
@@ -108,11 +112,19 @@ def encode_result(result: Any) -> bytes:
 
 
 def flush_logs() -> None:
-    """Flush the action's stdout and stderr so logs precede the activation's sentinel."""
-    for stream in (sys.stdout, sys.stderr):
+    """Flush the action's stdout and stderr so logs precede the activation's sentinel.
+
+    The text streams, the binary buffers under them (an action may write to
+    ``sys.stdout.buffer``) and the original streams (it may have replaced ``sys.stdout``).
+    """
+    streams: list[Any] = []
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        streams += [stream, getattr(stream, "buffer", None)]
+    for stream in streams:
         try:
-            stream.flush()
-        except (OSError, ValueError):
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError, AttributeError):
             pass
 
 
@@ -136,17 +148,27 @@ def run_request(main: ActionMain, line: bytes) -> bytes:
     return encode_result(result)
 
 
-def deadline_of(line: bytes) -> float | None:
-    """The request's ``deadline`` (epoch ms) as epoch seconds, or None.
+def deadline_of(line: bytes, now: float | None = None) -> float | None:
+    """The request's ``deadline`` (epoch ms) as epoch seconds, or None: not enforced.
 
     Read from the raw line in the request process only; the snapshot process gets the
-    number, never the request.
+    number, never the request. A deadline already past when the request arrives is not
+    enforced (OpenWhisk's conformance test sends ``"deadline": "123"``; the invoker
+    enforces its own time limit). Anything that is not a finite number of milliseconds
+    (NaN, infinities, text, objects, booleans, nesting too deep to parse) or lies further
+    ahead than ``poll`` can wait is treated as absent, never as an error.
     """
     request, _ = parse_request(line)
     if request is None:
         return None
     raw = request.get("deadline")
-    try:
-        return float(raw) / 1000.0 if raw not in (None, "") else None
-    except (TypeError, ValueError):
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         return None
+    try:
+        seconds = float(raw) / 1000.0
+    except (ValueError, OverflowError):
+        return None
+    now = time.time() if now is None else now
+    if not math.isfinite(seconds) or seconds <= now or seconds - now > MAX_DEADLINE_S:
+        return None
+    return seconds

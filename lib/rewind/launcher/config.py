@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rewind.debug import debug_enabled
 from rewind.launcher.errors import ConfigError
 
 MEMORY_MODES = ("auto", "kernel", "fork", "fresh", "inplace", "none")
@@ -40,6 +41,7 @@ class LauncherConfig:
     debug: bool = False
     prefault: bool = False  # REWIND_PREFAULT: fork standbys write recently written pages
     metrics_file: str = ""  # REWIND_METRICS_FILE: per-request rewind timings (benchmarks)
+    status_fd: int | None = None  # REWIND_STATUS_FD: our proxy's status pipe (launcher.status)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LauncherConfig:
@@ -72,7 +74,17 @@ class LauncherConfig:
             sidecar=sidecar,
             kernel=kernel,
             wait_for_ack=bool(environ.get("__OW_WAIT_FOR_ACK", "")),
-            debug=bool(environ.get("REWIND_DEBUG", "") or environ.get("OW_DEBUG", "")),
+            debug=debug_enabled(environ),
             metrics_file=environ.get("REWIND_METRICS_FILE", ""),
             prefault=_choice(environ, "REWIND_PREFAULT", ("off", "on"), "off") == "on",
+            status_fd=_status_fd(environ.get("REWIND_STATUS_FD", "")),
         )
+
+
+def _status_fd(raw: str) -> int | None:
+    """REWIND_STATUS_FD as a descriptor number above fd 3, or None (absent or not a number:
+    an upstream proxy never sets it, and the launcher must still run behind one)."""
+    raw = raw.strip()
+    if not raw.isdigit() or int(raw) <= 3:
+        return None
+    return int(raw)

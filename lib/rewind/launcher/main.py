@@ -12,7 +12,9 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from rewind.launcher.action import load_action, print_user_traceback
+from rewind.debug import debug_enabled
+from rewind.launcher import status
+from rewind.launcher.action import flush_logs, load_action, print_user_traceback
 from rewind.launcher.config import LauncherConfig
 from rewind.launcher.errors import (
     EXIT_FAIL_CLOSED,
@@ -25,8 +27,19 @@ from rewind.launcher.errors import (
 from rewind.launcher.protocol import RESULT_FD, LineReader, send_ack
 
 
+_debug = False  # REWIND_DEBUG / OW_DEBUG, set once by run()
+
+
 def log(msg: str) -> None:
-    """Launcher diagnostics go to stderr, which the invoker keeps with the logs."""
+    """A diagnostic, on stderr under REWIND_DEBUG/OW_DEBUG only: the invoker attributes
+    every line on the container's streams to some user's activation."""
+    if _debug:
+        print(f"rewind: {msg}", file=sys.stderr, flush=True)
+
+
+def init_error(msg: str) -> None:
+    """Why /init failed, always on stderr: the details upstream also logs for a failed
+    init (with OW_LOG_INIT_ERROR, the proxy ends them with the sentinels)."""
     print(f"rewind: {msg}", file=sys.stderr, flush=True)
 
 
@@ -62,6 +75,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     """Run the launcher; return its exit code (see launcher.errors)."""
+    global _debug
+    _debug = debug_enabled(environ)
     args = parse_args(argv)
     spawn_env = dict(environ)  # what a fresh request process starts with
     try:
@@ -71,7 +86,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
                 os.environ.setdefault(key, val)
         main = load_action(os.getcwd(), args.main)
     except LauncherError as exc:
-        log(str(exc))
+        init_error(str(exc))
         return EXIT_LOAD_ERROR
     reader = LineReader(0)
     if args.one_shot:
@@ -83,6 +98,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     from rewind.memory.base import ServeContext, serve_one_in_process
     from rewind.memory.select import choose
 
+    pipe = status.StatusPipe.open(cfg.status_fd)
     files = None
     if cfg.files != "off":
         from rewind.launcher.files import FileRewinder
@@ -98,27 +114,34 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         spawn_env=spawn_env,
         log=log,
         metrics_fd=_open_metrics(cfg.metrics_file),
+        status_fd=pipe.fd,
     )
     if cfg.checkpoint == "warmup":
         try:
             main(cfg.warmup)
         except Exception as exc:
             print_user_traceback(exc)
-            log(f"the warm-up run (REWIND_WARMUP) failed: {exc}")
+            init_error(f"the warm-up run (REWIND_WARMUP) failed: {exc}")
             return EXIT_LOAD_ERROR
+    # What the action printed at import (or in the warm-up) belongs to /init's log: flushed
+    # now, it is not in the buffer every request process inherits from the snapshot.
+    flush_logs()
     backend = None
+    note = None
     if cfg.checkpoint != "first-request":
         try:
             backend, note = choose(cfg)
             if files is not None:
                 files.start()
         except (ConfigError, FailClosed) as exc:
-            log(str(exc))
+            init_error(str(exc))
             return EXIT_LOAD_ERROR
-        if note:
-            log(note)
+    record = status.choice(cfg, backend, note)
+    log(status.describe(record))
     if cfg.wait_for_ack:
-        send_ack(RESULT_FD)
+        send_ack(RESULT_FD, record)
+    else:
+        pipe.send(rewind=record)
     try:
         if backend is None:
             # first-request: the first real request runs here and its state is the snapshot.
@@ -130,9 +153,11 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
                 raise FailClosed(str(exc)) from None
             if files is not None:
                 files.start()
-            if note:
-                log(note)
+            record = status.choice(cfg, backend, note)
+            log(status.describe(record))
+            pipe.send(rewind=record)
         return backend.serve(ctx)  # type: ignore[attr-defined, no-any-return]
     except FailClosed as exc:
         log(f"refusing further requests: {exc}")
+        pipe.send(failed_closed=str(exc))
         return EXIT_FAIL_CLOSED

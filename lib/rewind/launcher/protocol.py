@@ -7,7 +7,9 @@ would pull bytes of a later request into memory that is then forked or rewound.
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 RESULT_FD = 3
 ACK_LINE = b'{"ok": true}\n'
@@ -60,6 +62,13 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def send_ack(fd: int = RESULT_FD) -> None:
-    """Tell the proxy the action is loaded (only when it asked for an ack)."""
-    write_all(fd, ACK_LINE)
+def send_ack(fd: int = RESULT_FD, rewind: dict[str, Any] | None = None) -> None:
+    """Tell the proxy the action is loaded (only when it asked for an ack).
+
+    ``rewind`` (the backend choice, for our proxy's status endpoint) rides along as an
+    extra field: upstream's proxy decodes only ``ok`` and ignores the rest.
+    """
+    if rewind is None:
+        write_all(fd, ACK_LINE)
+    else:
+        write_all(fd, json.dumps({"ok": True, "rewind": rewind}).encode() + b"\n")

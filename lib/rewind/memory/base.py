@@ -40,6 +40,7 @@ class ServeContext:
     debug: bool = False
     spawn_env: dict[str, str] = field(default_factory=dict)
     metrics_fd: int | None = None
+    status_fd: int | None = None  # our proxy's status pipe: request processes close it
     log: Callable[[str], None] = lambda msg: print(f"rewind: {msg}", file=sys.stderr)
 
     def record(self, **timings: float) -> None:

@@ -163,7 +163,7 @@ def fork_spawner(ctx: ServeContext, sb: Standby) -> int:
     """Fork a standby request process from this snapshot (fork backend)."""
     close = [ctx.result_fd, *sb.parent_only]
     hook_fd = ctx.files.fileno() if ctx.files is not None else None
-    for fd in (hook_fd, ctx.metrics_fd):
+    for fd in (hook_fd, ctx.metrics_fd, ctx.status_fd):
         if fd is not None:
             close.append(fd)
     pid = os.fork()

@@ -4,8 +4,8 @@ Accepts connections on a unix socket (mode 0600, or the driver's ``socket_mode``
 thread per connection; every operation is serialized per driver with a lock, unless the
 driver declares ``thread_safe`` (the docker driver locks per container). Signal handlers only
 record the signal; the accept loop wakes through ``set_wakeup_fd`` and exits cleanly. Quiet
-unless REWIND_DEBUG is set or something fails, because the container's stderr is attributed
-to activations.
+unless REWIND_DEBUG or OW_DEBUG is set, because the container's stderr is attributed to
+activations (a failure reaches the launcher in its reply).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from rewind.debug import debug_enabled
 from rewind.files.snapshot import SnapshotError
 from rewind.sidecar.protocol import (
     LineReader,
@@ -59,11 +60,10 @@ class ServerConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], listen: str | None = None) -> ServerConfig:
-        """``--listen`` wins over REWIND_SIDECAR; REWIND_DEBUG (non-empty, not 0) logs rewinds."""
+        """``--listen`` wins over REWIND_SIDECAR; REWIND_DEBUG or OW_DEBUG logs (rewind.debug)."""
         address = listen or environ.get("REWIND_SIDECAR", "").strip() or DEFAULT_LISTEN
         parse_address(address)  # validate now, with a clear error
-        debug = environ.get("REWIND_DEBUG", "").strip() not in ("", "0", "false", "no")
-        return cls(listen=address, debug=debug)
+        return cls(listen=address, debug=debug_enabled(environ))
 
 
 class SidecarServer:
@@ -80,7 +80,10 @@ class SidecarServer:
         self.unix_path: str | None = None
 
     def _say(self, line: str) -> None:
-        print(f"rewind-sidecar: {line}", file=self.log, flush=True)
+        # Debug only, failures too: the caller gets the error in its reply (the launcher
+        # then fails closed and says why), and this stream is some activation's log.
+        if self.config.debug:
+            print(f"rewind-sidecar: {line}", file=self.log, flush=True)
 
     def bind(self) -> None:
         """Create the listening socket. A unix socket appears at its path only once it

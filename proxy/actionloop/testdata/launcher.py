@@ -35,6 +35,10 @@ for line in sys.stdin:
         print("err: " + v["print"], file=sys.stderr, flush=True)
     if "sleep" in v:
         time.sleep(v["sleep"])
+    if "status" in v:
+        # A line on the proxy's status pipe (REWIND_STATUS_FD), as rewind's
+        # launcher writes its fail-closed reason there before exiting 5.
+        os.write(int(os.environ["REWIND_STATUS_FD"]), (v["status"] + "\n").encode())
     if "crash" in v:
         os._exit(v["crash"])
     if "close_fd3" in v:
