@@ -39,6 +39,10 @@ class Served:
     def run(self, value: Any = None, **ctx: Any) -> Response:
         return self.client.run(value, **ctx)
 
+    def status(self) -> dict[str, Any]:
+        """GET /rewind/status."""
+        return self.client.status()
+
     def stdout(self) -> str:
         return self.out_path.read_text(errors="replace")
 

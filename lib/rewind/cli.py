@@ -32,7 +32,24 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+def parse_env(text: str) -> tuple[str, str]:
+    """``K=V`` of ``--env``: V is kept as text, as /init's env values are strings."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, raw
+
+
+def _add_runtime_options(p: argparse.ArgumentParser, env_help: str) -> None:
+    p.add_argument(
+        "--env",
+        "-e",
+        action="append",
+        type=parse_env,
+        default=[],
+        metavar="K=V",
+        help=env_help,
+    )
     p.add_argument("--memory", choices=MEMORY_CHOICES, help="REWIND_MEMORY (default auto)")
     p.add_argument("--files", choices=("off", "local"), help="REWIND_FILES (default off)")
     p.add_argument("--checkpoint", choices=("init", "warmup", "first-request"))
@@ -46,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the runtime locally (foreground)")
     serve.add_argument("--port", type=int, default=8080)
-    _add_runtime_options(serve)
+    _add_runtime_options(
+        serve,
+        "a default /init env variable of every action (repeatable); an /init's own env "
+        "wins. The action sees only /init's env, __OW_* variables, PATH, HOME and REWIND_*",
+    )
 
     inv = sub.add_parser("invoke", help="init and run an action, print each result")
     inv.add_argument("action", help="a .py file or a .zip")
@@ -54,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--param", "-p", action="append", type=parse_param, default=[])
     inv.add_argument("--repeat", "-n", type=int, default=1)
     inv.add_argument("--docker", metavar="IMAGE", help="run in a container of IMAGE")
-    _add_runtime_options(inv)
+    _add_runtime_options(inv, "an /init env variable of the action (repeatable)")
 
     side = sub.add_parser("sidecar", help="the file snapshot sidecar", add_help=False)
     side.add_argument("args", nargs=argparse.REMAINDER)
@@ -63,20 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args: argparse.Namespace, port: int) -> ServeOptions:
+def _options(args: argparse.Namespace, port: int, init_env: bool = False) -> ServeOptions:
     return ServeOptions(
         port=port,
         memory=args.memory,
         files=args.files,
         checkpoint=args.checkpoint,
         warmup=args.warmup,
+        init_env=dict(args.env) if init_env else {},
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the proxy in the foreground until SIGTERM or SIGINT."""
     try:
-        rt = LocalRuntime(_options(args, args.port))
+        rt = LocalRuntime(_options(args, args.port, init_env=True))
     except RuntimeError_ as exc:
         print(f"rewind serve: {exc}", file=sys.stderr)
         return 2
@@ -129,7 +151,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     status = 0
     try:
         rt.wait_ready()
-        init = rt.client.init(code, main=args.main)
+        init = rt.client.init(code, main=args.main, env=dict(args.env) or None)
         if init.status != 200:
             print(
                 f"rewind invoke: /init failed ({init.status}): {init.body.decode()}",

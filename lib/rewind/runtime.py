@@ -93,6 +93,23 @@ class ActionClient:
         finally:
             conn.close()
 
+    def get(self, path: str) -> Response:
+        """GET ``path`` (e.g. ``/rewind/status``)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return Response(resp.status, resp.read())
+        finally:
+            conn.close()
+
+    def status(self) -> dict[str, Any]:
+        """The runtime's ``GET /rewind/status``: memory backend, reason, fail-closed."""
+        resp = self.get("/rewind/status")
+        if resp.status != 200:
+            raise RuntimeError_(f"/rewind/status answered {resp.status}: {resp.body!r}")
+        return resp.json()  # type: ignore[no-any-return]
+
     def init(
         self,
         code: str | bytes,
@@ -154,12 +171,25 @@ class ServeOptions:
     checkpoint: str | None = None
     warmup: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Default /init env (``--env``), under every /init's own env; REWIND_INIT_ENV.
+    init_env: dict[str, str] = field(default_factory=dict)
 
 
 def serve_command(opts: ServeOptions, workdir: str) -> tuple[list[str], dict[str, str]]:
-    """The proxy command line and environment for ``rewind serve``."""
+    """The proxy command line and environment for ``rewind serve``.
+
+    Like the image's proxy, it passes the container-level ``__OW_*`` variables of its
+    environment (``__OW_API_HOST``...) through to the action, and REWIND_* settings and
+    OW_DEBUG to the runtime; the shell's other OW_* variables do not configure it.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REWIND_", "OW_", "__OW_"))}
-    env.update({k: v for k, v in os.environ.items() if k.startswith("REWIND_")})
+    env.update(
+        {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("REWIND_", "__OW_")) or k == "OW_DEBUG"
+        }
+    )
     env.update(
         {
             "OW_COMPILER": find_compiler(),
@@ -179,6 +209,8 @@ def serve_command(opts: ServeOptions, workdir: str) -> tuple[list[str], dict[str
     ):
         if val is not None:
             env[key] = val
+    if opts.init_env:
+        env["REWIND_INIT_ENV"] = json.dumps(opts.init_env)
     env.update(opts.extra_env)
     cmd = [find_proxy(), "-port", str(opts.port)]
     if env.get("REWIND_FILES", "off") == "local":

@@ -75,7 +75,9 @@ def test_auto_with_threads_alive_falls_back_to_a_fresh_process_and_logs_why(serv
     rt = start(serve, "uses_threads", memory="auto")
     for _ in range(3):
         assert rt.run({}).json()["seen"] == 1
-    assert "threads are alive at the checkpoint" in rt.stderr()
+    status = rt.status()
+    assert status["memory"] == "fresh", status
+    assert "threads are alive at the checkpoint" in status["reason"]
 
 
 def test_explicit_fork_with_threads_alive_fails_init_clearly(serve):
@@ -97,7 +99,7 @@ def test_auto_on_this_stock_kernel_uses_inplace(serve):
     # The snapshot process (the proxy's child) keeps one worker: the inplace layout.
     (launcher,) = rt.children()
     assert len(rt.children(launcher)) == 1
-    assert "using fork" not in rt.stderr()
+    assert rt.status()["memory"] == "inplace"
 
 
 def _rewound_mappings(rt) -> int:

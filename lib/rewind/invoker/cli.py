@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from rewind.cli import parse_param
+from rewind.cli import parse_env, parse_param
 from rewind.invoker.emulator import DEFAULT_DOCKER, ActionSpec, Activation, Invoker, InvokerError
 
 # Runtime settings forwarded to the container as REWIND_* environment variables.
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--env",
         "-e",
         action="append",
-        type=parse_param,
+        type=parse_env,
         default=[],
         metavar="K=V",
         help="an init env variable of the action",
@@ -95,7 +95,7 @@ def run_cli(args: list[str]) -> int:
         main=action.main,
         binary=action.binary,
         name=action.name,
-        env={k: v if isinstance(v, str) else json.dumps(v) for k, v in opts.env},
+        env=dict(opts.env),
     )
     env = {
         var: getattr(opts, attr)

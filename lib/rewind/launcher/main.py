@@ -8,9 +8,10 @@ after the first request (policy ``first-request``), and the backend serves the r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from rewind.debug import debug_enabled
 from rewind.launcher import status
@@ -59,6 +60,25 @@ def _open_metrics(path: str) -> int | None:
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
+@contextlib.contextmanager
+def _quiet_stdio() -> Iterator[None]:
+    """Send what an import prints to /dev/null: a fresh request process re-imports the
+    action, whose import-time output belongs to /init's log only."""
+    flush_logs()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        flush_logs()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Arguments written into bin/exec by the compile step."""
     parser = argparse.ArgumentParser(prog="rewind.launcher")
@@ -84,7 +104,11 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         if cfg.memory in ("auto", "fork"):
             for key, val in SINGLE_THREAD_DEFAULTS.items():
                 os.environ.setdefault(key, val)
-        main = load_action(os.getcwd(), args.main)
+        if args.one_shot:
+            with _quiet_stdio():  # printed once already, in /init's log
+                main = load_action(os.getcwd(), args.main)
+        else:
+            main = load_action(os.getcwd(), args.main)
     except LauncherError as exc:
         init_error(str(exc))
         return EXIT_LOAD_ERROR

@@ -1,0 +1,3 @@
+# BasicActionRunnerTests "non-default entry point": main is "niam".
+def niam(args):
+    return {"result": "it works"}
