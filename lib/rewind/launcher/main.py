@@ -27,7 +27,6 @@ from rewind.launcher.errors import (
 )
 from rewind.launcher.protocol import RESULT_FD, LineReader, send_ack
 
-
 _debug = False  # REWIND_DEBUG / OW_DEBUG, set once by run()
 
 

@@ -21,7 +21,9 @@ from typing import Any
 
 from rewind.launcher.config import LauncherConfig
 
-PENDING_FIRST_REQUEST = "REWIND_CHECKPOINT=first-request: the backend is chosen after the first request"
+PENDING_FIRST_REQUEST = (
+    "REWIND_CHECKPOINT=first-request: the backend is chosen after the first request"
+)
 
 
 def choice(cfg: LauncherConfig, backend: object | None, note: str | None) -> dict[str, str]:

@@ -240,7 +240,11 @@ class InplaceBackend:
         status_r, status_w = os.pipe()
         gate_r, gate_w = os.pipe()
         close = [ctx.result_fd, status_r, gate_w]
-        for fd in (ctx.files.fileno() if ctx.files is not None else None, ctx.metrics_fd, ctx.status_fd):
+        for fd in (
+            ctx.files.fileno() if ctx.files is not None else None,
+            ctx.metrics_fd,
+            ctx.status_fd,
+        ):
             if fd is not None:
                 close.append(fd)
         pid = os.fork()
