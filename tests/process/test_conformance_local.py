@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,37 @@ def test_status_reports_why_auto_fell_back(serve):
     assert status["memory"] == "fresh"
     assert "threads are alive" in status["reason"]
     assert without_sentinels(rt.stdout() + rt.stderr()) == []
+
+
+def test_the_launcher_runs_behind_upstream_proxy_semantics(tmp_path):
+    # Upstream's proxy gives the launcher only __OW_* and /init's env (no REWIND_STATUS_FD),
+    # fd 3 for replies, and decodes the ack into {"ok": bool}, ignoring other fields.
+    (tmp_path / "main__.py").write_text(
+        (ROOT / "tests/actions/prints_at_import/main.py").read_text()
+    )
+    out_r, out_w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rewind.launcher", "--main", "main"],
+        cwd=tmp_path,
+        env={"__OW_WAIT_FOR_ACK": "1", "__OW_API_HOST": "h", "REWIND_MEMORY": "fork"},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(out_w, 3),  # 3 survives close_fds; preexec_fn puts out_w there
+        preexec_fn=lambda: os.dup2(out_w, 3),
+    )
+    os.close(out_w)
+    replies = os.fdopen(out_r, "rb")
+    ack = json.loads(replies.readline())
+    assert ack["ok"] is True and ack["rewind"]["memory"] == "fork"
+    assert proc.stdin is not None
+    for deadline in ("123", str(int((time.time() + 60) * 1000))):
+        proc.stdin.write(json.dumps({"value": {}, "deadline": deadline}).encode() + b"\n")
+        proc.stdin.flush()
+        assert json.loads(replies.readline()) == {"ok": True}
+    out, err = proc.communicate(timeout=30)  # EOF on stdin: the launcher exits
+    assert proc.returncode == 0
+    assert out.decode().count("printed at import on stdout") == 1
+    assert out.decode().count("printed by the request") == 2
+    assert err.decode() == "printed at import on stderr\n"
+    replies.close()
