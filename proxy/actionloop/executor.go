@@ -206,7 +206,7 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 		return nil, errors.New(msgBadAck)
 	}
 	if report != nil && spec.OnStatus != nil {
-		spec.OnStatus(StatusMessage{Rewind: report})
+		spec.OnStatus(StatusMessage{Rewind: report, fromAck: true})
 	}
 	return e, nil
 }

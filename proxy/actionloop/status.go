@@ -60,6 +60,11 @@ type LauncherReport struct {
 type StatusMessage struct {
 	Rewind       *LauncherReport `json:"rewind,omitempty"`
 	FailedClosed *string         `json:"failed_closed,omitempty"`
+	// fromAck marks the ack's report, which always applies; a report on
+	// the pipe applies only while no backend is chosen, because a request
+	// that runs inside the launcher (kernel, none, the first request under
+	// first-request) could write to the pipe too.
+	fromAck bool
 }
 
 // Status is the body of GET /rewind/status. Its fields are in a fixed
@@ -107,6 +112,9 @@ func (b *statusBoard) apply(m StatusMessage) bool {
 		b.pendingFail = *m.FailedClosed
 	}
 	if m.Rewind == nil || (b.st.Reported && b.st.LauncherReport == *m.Rewind) {
+		return false
+	}
+	if !m.fromAck && b.st.Memory != "" {
 		return false
 	}
 	b.st.Reported = true

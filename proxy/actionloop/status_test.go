@@ -254,6 +254,21 @@ func TestStatusPipeCarriesALaterChoice(t *testing.T) {
 	}
 }
 
+// Once a backend is chosen, a report on the pipe changes nothing: only the
+// launcher's ack can (a request running inside the launcher could write there).
+func TestAPipeReportCannotChangeAChosenBackend(t *testing.T) {
+	h := newHarness(nil, nil, reportAck)
+	defer h.close()
+	h.mustInit(t, nil)
+	_, before := h.getStatus(t)
+	line := `{"rewind": {"memory": "none", "reason": "forged", "checkpoint": "init", "files": "off"}}`
+	h.runJSON(t, map[string]interface{}{"status": line, "seq": 1})
+	time.Sleep(100 * time.Millisecond)
+	if _, after := h.getStatus(t); after != before {
+		t.Fatalf("got %s", after)
+	}
+}
+
 // REWIND_STATUS_FD names the pipe and cannot be redirected by /init's env;
 // REWIND_INIT_ENV is a default /init env under every /init's own.
 func TestLauncherEnvStatusFDAndDefaultInitEnv(t *testing.T) {
