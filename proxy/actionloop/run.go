@@ -17,7 +17,7 @@ import (
 const (
 	msgNoAction   = "no action defined yet"
 	msgNotArray   = "The action did not return a dictionary or array."
-	msgFailClosed = "The runtime refused the request: a rewind could not be completed, so a clean state cannot be guaranteed. See the container log."
+	msgFailClosed = "The runtime refused the request: a rewind could not be completed, so a clean state cannot be guaranteed. The reason is at GET /rewind/status of the container."
 )
 
 // handleRun serves POST /run.

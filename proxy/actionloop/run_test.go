@@ -84,8 +84,8 @@ func ExampleServer_run_launcherDeath() {
 	// /run -> 200 {"seq": 1, "n": 1}
 	// XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX
 	// /run -> 200 {"exit_after": 5}
-	// /run -> 503 {"error":"The runtime refused the request: a rewind could not be completed, so a clean state cannot be guaranteed. See the container log."}
-	// /run -> 503 {"error":"The runtime refused the request: a rewind could not be completed, so a clean state cannot be guaranteed. See the container log."}
+	// /run -> 503 {"error":"The runtime refused the request: a rewind could not be completed, so a clean state cannot be guaranteed. The reason is at GET /rewind/status of the container."}
+	// /run -> 503 {"error":"The runtime refused the request: a rewind could not be completed, so a clean state cannot be guaranteed. The reason is at GET /rewind/status of the container."}
 }
 
 func TestReplyIsVerbatimJSONWithSentinelsOnBothStreams(t *testing.T) {
