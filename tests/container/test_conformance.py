@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.container
 ROOT = Path(__file__).resolve().parents[2]
 ACTIONS = ROOT / "tests" / "actions"
 PROFILE = ROOT / "core" / "python3Action" / "seccomp-userfaultfd.json"
+DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
 API_HOST = "https://api.conformance.example"
 # What REWIND_MEMORY=auto picks under each profile on a stock kernel.
 EXPECTED_BACKEND = {"default": "fork", "shipped": "inplace"}
@@ -263,3 +266,30 @@ def test_with_rewind_debug_the_runtime_logs_its_choice(runtime_image: str, profi
         out, err = box.streams(1)
         assert out == ["hello d"]
         assert f"rewind: memory backend {EXPECTED_BACKEND[profile]} (" in "\n".join(err)
+
+
+def test_a_runtime_that_fails_closed_says_why_in_the_status_not_the_logs(box: Box) -> None:
+    # The image's local sidecar dies (killed from outside, as root): the file rewind
+    # after the next reply fails, the runtime refuses every later request, and the
+    # reason goes to GET /rewind/status and nowhere a later activation's log could see.
+    assert box.init("mutates_files").status == 200
+    assert box.run({"op": "mutate"}).status == 200
+    find = (
+        "import os\n"
+        "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    cmd = open(f'/proc/{p}/cmdline', 'rb').read().split(b'\\0')\n"
+        "    if b'sidecar' in cmd and b'--listen' in cmd:\n"
+        "        os.kill(int(p), 9); print(p)\n"
+    )
+    killed = subprocess.run(
+        [DOCKER, "exec", box.c.id, "python3", "-c", find], capture_output=True, text=True
+    )
+    assert killed.returncode == 0 and killed.stdout.strip(), killed
+    statuses = [box.run({}).status for _ in range(3)]
+    assert statuses in ([503, 503, 503], [200, 503, 503]), statuses
+    status = box.get("/rewind/status").json()
+    assert status["failed_closed"] and "sidecar" in status["fail_reason"], status
+    time.sleep(1)  # the refusals write sentinels or not, depending on timing
+    out, err = box.c.logs()
+    lines = [x for x in (out + err).splitlines() if x != SENTINEL]
+    assert lines == [], "the runtime's own words reached the activation logs"
