@@ -32,6 +32,11 @@ from rewind.memory import prefault, sysapi
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
+# Written the moment a request line has been read, before anything parses it: from then
+# on the request is this process's, and its death must cost that request a reply.
+TOOK = b"T"
+
+
 def encode_started(deadline: float | None, faults: int = 0) -> bytes:
     """The "started" message: deadline (epoch s, or -) and page faults taken so far."""
     dl = repr(deadline).encode() if deadline is not None else b"-"
@@ -125,6 +130,7 @@ def _serve(
     line = reader.read_line()
     if line is None:
         return errors.CHILD_STDIN_EOF
+    os.write(status_fd, TOOK)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     write_all(status_fd, encode_started(deadline_of(line), faults))
     os.close(status_fd)

@@ -28,7 +28,7 @@ from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.launcher.protocol import write_all
 from rewind.memory import prefault, sysapi
 from rewind.memory.base import ServeContext, exited_line
-from rewind.memory.child import decode_started, serve_one
+from rewind.memory.child import TOOK, decode_started, serve_one
 
 # How long descendants of a finished request may take to die before we fail closed.
 KILL_TIMEOUT_S = 5.0
@@ -159,6 +159,28 @@ def describe_failure(outcome: Outcome) -> bytes:
     return exited_line(f"The action's process exited with code {code}.")
 
 
+def read_status(status_r: int, pidfd: int) -> tuple[bool, bytes]:
+    """(took a request, the "started" record or b"") from a request process's status pipe.
+
+    The process writes TOOK as soon as it has read a request, then the record once it has
+    parsed the deadline; if it dies in between (a body that exhausts memory or the parser),
+    the request is still answered, never silently dropped.
+    """
+    took, msg = False, b""
+    while True:
+        ready = poll_readable([status_r, pidfd], None)
+        if status_r not in ready:
+            return took, msg  # gone without (another) word
+        chunk = os.read(status_r, 64)
+        if not chunk:
+            return took, msg
+        msg += chunk
+        if msg.startswith(TOOK):
+            took, msg = True, msg[len(TOOK) :]
+        if msg:
+            return took, msg
+
+
 def fork_spawner(ctx: ServeContext, sb: Standby) -> int:
     """Fork a standby request process from this snapshot (fork backend)."""
     close = [ctx.result_fd, *sb.parent_only]
@@ -273,10 +295,9 @@ class SnapshotProcess:
         return outcome, memfd
 
     def _supervise(self, pid: int, pidfd: int, status_r: int) -> Outcome:
-        started, deadline, faults_before = False, None, 0
-        ready = poll_readable([status_r, pidfd], None)
-        if status_r in ready:
-            started, deadline, faults_before = decode_started(os.read(status_r, 64))
+        took, msg = read_status(status_r, pidfd)
+        started, deadline, faults_before = decode_started(msg)
+        started = started or took  # died while parsing its request: still its request
         timed_out = False
         if started:
             timeout = None if deadline is None else deadline - time.time()
