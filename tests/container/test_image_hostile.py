@@ -33,8 +33,7 @@ class Warm:
         return reply.status, reply.json()
 
     def run(self, params: Any) -> tuple[int, Any]:
-        body = json.dumps(self.invoker.run_body(self.spec, params, 30)).encode()
-        return self.post_raw(body)
+        return self.post_raw(json.dumps(self.invoker.run_body(self.spec, params, 30)).encode())
 
 
 @pytest.fixture
@@ -78,3 +77,17 @@ def test_code_planted_for_the_launcher_restart_never_runs(warm):
     status, _ = w.run({"plant": True})
     assert status == 400
     assert [w.run({})[1]["count"] for _ in range(3)] == [1, 1, 1]
+
+
+def test_a_full_size_limited_tmp_is_rewound(runtime_image: str):
+    """Item 5 of the hostile-input issue: on `--tmpfs /tmp:size=64m` a request grows a
+    checkpointed 24 MiB file until /tmp is full; the rewind must still restore it."""
+    inv = Invoker(runtime_image, memory_mb=256, extra_args=["--tmpfs", "/tmp:size=64m"])
+    try:
+        w = Warm(inv, "fills_tmp")
+        status, reply = w.run({"fill": True})
+        assert status == 200 and reply["filled"] > 60 * 1024 * 1024, reply
+        for _ in range(2):
+            assert w.run({}) == (200, {"size": 24 * 1024 * 1024, "clean": True})
+    finally:
+        inv.close()

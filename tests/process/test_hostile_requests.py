@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from rewind.memory.child import TOOK
+from rewind.memory.child import READING, TOOK
 from rewind.memory.fork import read_status
 
 SECURE = ["fork", "inplace"]
@@ -44,12 +44,12 @@ def test_a_request_process_that_dies_after_taking_its_request_is_reported_as_sta
     pid = os.fork()
     if pid == 0:
         os.close(status_r)
-        os.write(status_w, TOOK)
+        os.write(status_w, READING + TOOK)
         os.kill(os.getpid(), signal.SIGKILL)
     os.close(status_w)
     pidfd = os.pidfd_open(pid)
     try:
-        assert read_status(status_r, pidfd) == (True, b"")
+        assert read_status(status_r, pidfd) == (TOOK, b"")
     finally:
         os.waitpid(pid, 0)
         os.close(pidfd)
@@ -64,7 +64,7 @@ def test_a_standby_process_that_dies_before_any_request_took_none():
     os.close(status_w)
     pidfd = os.pidfd_open(pid)
     try:
-        assert read_status(status_r, pidfd) == (False, b"")
+        assert read_status(status_r, pidfd) == (b"", b"")
     finally:
         os.waitpid(pid, 0)
         os.close(pidfd)
@@ -95,3 +95,11 @@ def test_code_planted_for_the_launcher_restart_never_runs(serve, memory, files):
         assert counts == [1, 2, 3], "the planted launcher should have served (test is void)"
     else:
         assert counts == [1, 1, 1]
+
+
+@pytest.mark.parametrize("memory", SECURE)
+def test_request_processes_are_the_first_choice_of_the_oom_killer(serve, memory):
+    rt = start(serve, "reports_oom_score", memory=memory)
+    reply = rt.run({}).json()
+    assert reply["own"] == 1000
+    assert reply["parent"] < 1000  # the snapshot process

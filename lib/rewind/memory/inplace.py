@@ -37,11 +37,20 @@ from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.launcher.protocol import write_all
 from rewind.memory import sysapi
 from rewind.memory.base import ServeContext, exited_line
-from rewind.memory.child import TOOK, decode_started, encode_started, harden, prewarm
+from rewind.memory.child import (
+    READING,
+    TOOK,
+    decode_started,
+    encode_started,
+    harden,
+    prewarm,
+    wait_for_request,
+)
 from rewind.memory.fork import (
     ACTION_EXITED,
     MALFORMED,
     Outcome,
+    StdinLost,
     describe_failure,
     fork_backend,
     forward_one_line,
@@ -101,6 +110,8 @@ def worker_main(
         os.write(status_w, b"R" + str(uffd).encode().rjust(READY_LEN - 1))
         os.read(gate_r, 1)  # the checkpoint: every rewind resumes inside this read
         random.seed()  # every rewind returns to the same state: draw a fresh seed
+        wait_for_request(ctx.reader.fd)
+        os.write(status_w, READING)
         line = ctx.reader.read_line()
         if line is None:
             _exit(errors.CHILD_STDIN_EOF)
@@ -232,7 +243,12 @@ class InplaceBackend:
                 except CaptureFailed as exc:
                     ctx.log(f"inplace: no checkpoint ({exc}); serving with fork instead")
                     return fork_backend().serve(ctx)
-            worker, more = self._serve_one(ctx, ext, worker)
+            try:
+                worker, more = self._serve_one(ctx, ext, worker)
+            except StdinLost as exc:
+                if ctx.debug:
+                    ctx.log(f"inplace: {exc}; the proxy starts a new launcher")
+                return errors.EXIT_STDIN_LOST
             if not more:
                 return EXIT_OK
 
@@ -283,7 +299,8 @@ class InplaceBackend:
     ) -> tuple[Worker | None, bool]:
         """One request; returns (the worker to use next, or None; False at EOF)."""
         poll_readable([w.status_r, w.pidfd], None)
-        took = _read_exact(w.status_r, len(TOOK)) == TOOK
+        reading = _read_exact(w.status_r, len(READING)) == READING
+        took = reading and _read_exact(w.status_r, len(TOOK)) == TOOK
         record = _read_exact(w.status_r, STARTED_LEN) if took else b""
         started, deadline, faults_before = decode_started(record)
         if took and not started:
@@ -296,7 +313,11 @@ class InplaceBackend:
             kill_orphans(None)
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == errors.CHILD_STDIN_EOF:
                 return None, False
-            ctx.log(f"inplace worker ended before a request (status {status})")
+            if reading:
+                # Part of its request may still be in stdin: the proxy starts a new launcher.
+                raise StdinLost(f"the worker died reading its request (status {status})")
+            if ctx.debug:
+                ctx.log(f"inplace worker ended before a request (status {status})")
             return None, True
         timeout = None if deadline is None else deadline - time.time()
         ready = poll_readable([w.status_r, w.pidfd], timeout)
