@@ -91,3 +91,10 @@ def test_a_full_size_limited_tmp_is_rewound(runtime_image: str):
             assert w.run({}) == (200, {"size": 24 * 1024 * 1024, "clean": True})
     finally:
         inv.close()
+
+
+def test_request_processes_are_the_oom_killers_first_choice_in_the_image(warm):
+    """As the function user, whose /proc files a non-dumpable process cannot write."""
+    w = warm("reports_oom_score")
+    status, reply = w.run({})
+    assert status == 200 and reply["own"] == 1000 and reply["parent"] < 1000, reply
