@@ -184,20 +184,22 @@ func (s *Server) initAction(main string, code []byte) error {
 		return startErr(err)
 	}
 	env := s.launcherEnv(dir, home)
+	if cred != nil {
+		// Before anything of the action's runs: the compile step runs as the
+		// function user too (it imports, and pip builds, the action's files).
+		if err := chownTree(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return startErr(fmt.Errorf("cannot hand the action directory to REWIND_USER %q: %v", s.cfg.User, err))
+		}
+	}
 	if s.cfg.Compiler == "" || IsPrebuilt(filepath.Join(src, "exec")) {
 		if err := os.Rename(src, bin); err != nil {
 			return compileErr(err)
 		}
-	} else if err := s.compile(main, src, bin, env); err != nil {
+	} else if err := s.compile(main, src, bin, env, cred); err != nil {
 		return compileErr(err)
 	}
 	if err := s.checkExecEnv(bin); err != nil {
 		return startErr(err)
-	}
-	if cred != nil {
-		if err := chownTree(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return startErr(fmt.Errorf("cannot hand the action directory to REWIND_USER %q: %v", s.cfg.User, err))
-		}
 	}
 	if s.cfg.Files == FilesLocal {
 		sc, err := StartSidecar(s.reaper, SidecarSpec{
@@ -304,8 +306,8 @@ func (s *Server) launcherEnv(dir, home string) []string {
 
 // compile runs $OW_COMPILER <main> <src> <bin>. As upstream, any output
 // means failure and is the error message.
-func (s *Server) compile(main, src, bin string, env []string) error {
-	out, err := runCapture(s.reaper, []string{s.cfg.Compiler, main, src, bin}, env)
+func (s *Server) compile(main, src, bin string, env []string, cred *syscall.Credential) error {
+	out, err := runCapture(s.reaper, []string{s.cfg.Compiler, main, src, bin}, env, cred)
 	if len(out) > 0 {
 		return errors.New(string(out))
 	}
@@ -318,14 +320,14 @@ func (s *Server) compile(main, src, bin string, env []string) error {
 	return nil
 }
 
-// runCapture runs argv with stdout and stderr captured together and waits
-// for it through the reaper.
-func runCapture(r *Reaper, argv []string, env []string) ([]byte, error) {
+// runCapture runs argv (as cred, if set) with stdout and stderr captured
+// together and waits for it through the reaper.
+func runCapture(r *Reaper, argv []string, env []string, cred *syscall.Credential) ([]byte, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	child, err := r.Start(ProcSpec{Argv: argv, Env: env, Files: []*os.File{nil, pw, pw}})
+	child, err := r.Start(ProcSpec{Argv: argv, Env: env, Files: []*os.File{nil, pw, pw}, Credential: cred})
 	pw.Close()
 	if err != nil {
 		pr.Close()

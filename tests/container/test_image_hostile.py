@@ -98,3 +98,40 @@ def test_request_processes_are_the_oom_killers_first_choice_in_the_image(warm):
     w = warm("reports_oom_score")
     status, reply = w.run({})
     assert status == 200 and reply["own"] == 1000 and reply["parent"] < 1000, reply
+
+
+SITECUSTOMIZE = """
+import os, sys
+with open("/tmp/ran-as", "a") as fh:
+    fh.write(f"{os.path.basename(sys.argv[0] or 'python')} {os.getuid()} {os.geteuid()}\\n")
+"""
+
+READS_RAN_AS = """
+def main(args):
+    with open("/tmp/ran-as") as fh:
+        return {"lines": fh.read().splitlines()}
+"""
+
+
+def test_action_code_never_runs_as_root_at_init(runtime_image: str):
+    """A sitecustomize.py in the action zip, reached through /init's PYTHONPATH, runs in
+    every Python process of /init that honours it: none of them may be root."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("__main__.py", READS_RAN_AS)
+        zf.writestr("sitecustomize.py", SITECUSTOMIZE)
+    # The first /init of a container materialises the action in /action/1.
+    env = {"PYTHONPATH": "/action/1/src:/action/1/bin"}
+    spec = ActionSpec(code=buf.getvalue(), binary=True, name="sitecustomize", env=env)
+    inv = Invoker(runtime_image, memory_mb=256)
+    try:
+        activation = inv.invoke(spec, {}, 60)
+        assert activation.ok, activation
+        lines = activation.result["lines"]
+        assert any(line.startswith("compile ") for line in lines), lines  # it did run
+        assert all("0" not in line.split()[1:] for line in lines), lines
+    finally:
+        inv.close()
