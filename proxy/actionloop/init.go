@@ -93,16 +93,23 @@ func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
 	if main == "" {
 		main = "main"
 	}
-	// Like upstream SetEnv: merged into one map per proxy, never cleared.
-	for k, v := range req.Value.Env {
-		s.env[k] = envValue(v)
+	// Like upstream SetEnv: merged into one map per proxy, never cleared --
+	// but only once valid, and kept only when the init succeeds, so that one
+	// bad /init cannot make every later one fail.
+	merged, err := mergeEnv(s.env, req.Value.Env)
+	if err != nil {
+		sendError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	if s.initialized {
 		// -debug re-init: replace the running action.
 		s.stopAction()
 		s.initialized = false
 	}
+	previous := s.env
+	s.env = merged
 	if err := s.initAction(main, code); err != nil {
+		s.env = previous
 		s.sendInitError(w, err)
 		return
 	}
@@ -110,6 +117,42 @@ func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, "{\"ok\":true}\n")
+}
+
+// Limits of an init env, from execve: one "K=V" string at most
+// MAX_ARG_STRLEN (32 pages), all of them well under ARG_MAX.
+const (
+	maxEnvEntry = 128 << 10
+	maxEnvTotal = 1 << 20
+)
+
+// mergeEnv returns base plus the /init env, or an error naming the first
+// entry that no process could be started with.
+func mergeEnv(base map[string]string, add map[string]json.RawMessage) (map[string]string, error) {
+	merged := make(map[string]string, len(base)+len(add))
+	for k, v := range base {
+		merged[k] = v
+	}
+	for k, raw := range add {
+		v := envValue(raw)
+		switch {
+		case k == "" || strings.ContainsAny(k, "=\x00"):
+			return nil, fmt.Errorf("invalid environment variable name %q in the init env", k)
+		case strings.ContainsRune(v, 0):
+			return nil, fmt.Errorf("the init env value of %s contains a NUL byte", k)
+		case len(k)+len(v)+2 > maxEnvEntry:
+			return nil, fmt.Errorf("the init env value of %s is too long (%d bytes; at most %d)", k, len(v), maxEnvEntry-len(k)-2)
+		}
+		merged[k] = v
+	}
+	total := 0
+	for k, v := range merged {
+		total += len(k) + len(v) + 2
+	}
+	if total > maxEnvTotal {
+		return nil, fmt.Errorf("the init env is too large (%d bytes; at most %d)", total, maxEnvTotal)
+	}
+	return merged, nil
 }
 
 // envValue renders an init env value: strings as is, anything else as
