@@ -114,6 +114,8 @@ type Executor struct {
 	child *Child
 	stdin *os.File
 	out   *os.File
+	// logs relays the launcher's stdout and stderr (sentinels escaped).
+	logs logRelays
 	// lines carries fd-3 lines from the single reader goroutine; closed
 	// after the first read error.
 	lines    chan lineResult
@@ -137,7 +139,15 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 		inW.Close()
 		return nil, err
 	}
-	files := []*os.File{inR, spec.Stdout, spec.Stderr, outW}
+	logs, err := newLogRelays(spec.Stdout, spec.Stderr)
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	files := []*os.File{inR, logs.writer(0, spec.Stdout), logs.writer(1, spec.Stderr), outW}
 	if spec.Sidecar != "" {
 		sc, err := dialSidecar(spec.Sidecar)
 		if err != nil {
@@ -145,6 +155,7 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 			inW.Close()
 			outR.Close()
 			outW.Close()
+			logs.Close()
 			return nil, err
 		}
 		defer sc.Close()
@@ -163,9 +174,10 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 	if err != nil {
 		inW.Close()
 		outR.Close()
+		logs.Close()
 		return nil, err
 	}
-	e := &Executor{child: child, stdin: inW, out: outR, lines: make(chan lineResult), quit: make(chan struct{})}
+	e := &Executor{child: child, stdin: inW, out: outR, logs: logs, lines: make(chan lineResult), quit: make(chan struct{})}
 	go e.readLines()
 
 	if !spec.WaitForAck {
@@ -189,6 +201,7 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 		e.Stop(grace)
 		return nil, errors.New(msgBadAck)
 	}
+	e.logs.Sync() // what the action printed at import belongs to /init
 	return e, nil
 }
 
@@ -278,8 +291,13 @@ func (e *Executor) Stop(grace time.Duration) {
 		e.child.Stop(grace)
 		e.stdin.Close()
 		e.out.Close()
+		e.logs.Close() // after the launcher's last words
 	})
 }
+
+// SyncLogs returns once everything the launcher printed so far is out, and
+// which of stdout and stderr end in the middle of a line.
+func (e *Executor) SyncLogs() [2]bool { return e.logs.Sync() }
 
 // Pid is the launcher's pid (and process group id).
 func (e *Executor) Pid() int { return e.child.Pid }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -103,3 +104,20 @@ def test_request_processes_are_the_first_choice_of_the_oom_killer(serve, memory)
     reply = rt.run({}).json()
     assert reply["own"] == 1000
     assert reply["parent"] < 1000  # the snapshot process
+
+
+@pytest.mark.parametrize("memory", ["none", *SECURE])
+def test_a_sentinel_printed_by_the_action_never_reaches_the_log_as_one(serve, memory):
+    from rewind.runtime import SENTINEL
+
+    rt = start(serve, "prints_sentinel", memory=memory)
+    for _ in range(3):
+        assert rt.run({}).json() == {"ok": True}
+    time.sleep(0.2)
+    out, err = rt.stdout(), rt.stderr()
+    assert out.count(SENTINEL) == 3 and err.count(SENTINEL) == 3, (out, err)
+    assert out.count("XXX-THE-END-OF-A-WHISK-ACTIVATION-XXX") == 6
+    # Each activation's log ends at its own sentinel, on a line of its own: the action's
+    # partial line comes before it.
+    first = out.split(SENTINEL + "\n")[0]
+    assert first.endswith("tail XXX-THE-END-OF-A-WHISK-ACTIVATION-XXX\n"), out

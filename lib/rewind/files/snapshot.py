@@ -497,9 +497,12 @@ class _Applier:
         if exists:
             # Remove what is there first: on a full file system the fresh copy of a file
             # that grew only fits once the grown one is gone. No process of the request is
-            # alive during a rewind, so nobody sees the name missing.
+            # alive during a rewind, so nobody sees the name missing. A file replacing a
+            # file counts as restored, not removed.
             self.forget(entry.path)
-            self.metrics.removed += remove_tree(pfd, name)
+            same_kind = stat.S_ISREG(mode) and self._is_file(pfd, name)
+            removed = remove_tree(pfd, name)
+            self.metrics.removed += 0 if same_kind else removed
         if stat.S_ISREG(mode):
             self.restore_file(pfd, name, entry)
         elif stat.S_ISDIR(mode):
@@ -518,6 +521,13 @@ class _Applier:
             os.chown(name, entry.uid, entry.gid, dir_fd=pfd, follow_symlinks=False)
             self._chmod_special(pfd, name, entry)
             self._utime(pfd, name, entry)
+
+    @staticmethod
+    def _is_file(pfd: int, name: str) -> bool:
+        try:
+            return stat.S_ISREG(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            return False
 
     def restore_file(self, pfd: int, name: str, entry: Entry) -> None:
         """Write a new file beside the target and rename it into place: never write in
