@@ -29,7 +29,7 @@ if [ -n "$__OW_EXECUTION_ENV" ] && [ -f exec.env ] \\
   echo "Actual: $__OW_EXECUTION_ENV"
   exit 1
 fi
-exec {python} -m rewind.launcher --main {main}
+exec {python} -P -m rewind.launcher --main {main}
 """
 
 

@@ -117,6 +117,8 @@ type Executor struct {
 	child *Child
 	stdin *os.File
 	out   *os.File
+	// logs relays the launcher's stdout and stderr (sentinels escaped).
+	logs logRelays
 	// lines carries fd-3 lines from the single reader goroutine; closed
 	// after the first read error.
 	lines    chan lineResult
@@ -142,7 +144,15 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 		inW.Close()
 		return nil, err
 	}
-	files := []*os.File{inR, spec.Stdout, spec.Stderr, outW}
+	logs, err := newLogRelays(spec.Stdout, spec.Stderr)
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	files := []*os.File{inR, logs.writer(0, spec.Stdout), logs.writer(1, spec.Stderr), outW}
 	if spec.Sidecar != "" {
 		sc, err := dialSidecar(spec.Sidecar)
 		if err != nil {
@@ -150,6 +160,7 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 			inW.Close()
 			outR.Close()
 			outW.Close()
+			logs.Close()
 			return nil, err
 		}
 		defer sc.Close()
@@ -161,6 +172,7 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 		inW.Close()
 		outR.Close()
 		outW.Close()
+		logs.Close()
 		return nil, err
 	}
 	env := withStatusFD(spec.Env, len(files))
@@ -180,9 +192,10 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 		inW.Close()
 		outR.Close()
 		statusR.Close()
+		logs.Close()
 		return nil, err
 	}
-	e := &Executor{child: child, stdin: inW, out: outR, lines: make(chan lineResult), quit: make(chan struct{}), statusDone: make(chan struct{})}
+	e := &Executor{child: child, stdin: inW, out: outR, logs: logs, lines: make(chan lineResult), quit: make(chan struct{}), statusDone: make(chan struct{})}
 	go e.readLines()
 	go readStatus(statusR, spec.OnStatus, e.statusDone)
 
@@ -208,6 +221,7 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 	if report != nil && spec.OnStatus != nil {
 		spec.OnStatus(StatusMessage{Rewind: report, fromAck: true})
 	}
+	e.logs.Sync() // what the action printed at import belongs to /init
 	return e, nil
 }
 
@@ -297,6 +311,7 @@ func (e *Executor) Stop(grace time.Duration) {
 		e.child.Stop(grace)
 		e.stdin.Close()
 		e.out.Close()
+		e.logs.Close() // after the launcher's last words
 	})
 }
 
@@ -310,6 +325,10 @@ func (e *Executor) WaitStatusDrained(d time.Duration) {
 	case <-t.C:
 	}
 }
+
+// SyncLogs returns once everything the launcher printed so far is out, and
+// which of stdout and stderr end in the middle of a line.
+func (e *Executor) SyncLogs() [2]bool { return e.logs.Sync() }
 
 // Pid is the launcher's pid (and process group id).
 func (e *Executor) Pid() int { return e.child.Pid }

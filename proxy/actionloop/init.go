@@ -93,16 +93,23 @@ func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
 	if main == "" {
 		main = "main"
 	}
-	// Like upstream SetEnv: merged into one map per proxy, never cleared.
-	for k, v := range req.Value.Env {
-		s.env[k] = envValue(v)
+	// Like upstream SetEnv: merged into one map per proxy, never cleared --
+	// but only once valid, and kept only when the init succeeds, so that one
+	// bad /init cannot make every later one fail.
+	merged, err := mergeEnv(s.env, req.Value.Env)
+	if err != nil {
+		sendError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	if s.initialized {
 		// -debug re-init: replace the running action.
 		s.stopAction()
 		s.initialized = false
 	}
+	previous := s.env
+	s.env = merged
 	if err := s.initAction(main, code); err != nil {
+		s.env = previous
 		s.sendInitError(w, err)
 		return
 	}
@@ -121,6 +128,42 @@ func initialEnv(defaults map[string]string) map[string]string {
 		m[k] = v
 	}
 	return m
+}
+
+// Limits of an init env, from execve: one "K=V" string at most
+// MAX_ARG_STRLEN (32 pages), all of them well under ARG_MAX.
+const (
+	maxEnvEntry = 128 << 10
+	maxEnvTotal = 1 << 20
+)
+
+// mergeEnv returns base plus the /init env, or an error naming the first
+// entry that no process could be started with.
+func mergeEnv(base map[string]string, add map[string]json.RawMessage) (map[string]string, error) {
+	merged := make(map[string]string, len(base)+len(add))
+	for k, v := range base {
+		merged[k] = v
+	}
+	for k, raw := range add {
+		v := envValue(raw)
+		switch {
+		case k == "" || strings.ContainsAny(k, "=\x00"):
+			return nil, fmt.Errorf("invalid environment variable name %q in the init env", k)
+		case strings.ContainsRune(v, 0):
+			return nil, fmt.Errorf("the init env value of %s contains a NUL byte", k)
+		case len(k)+len(v)+2 > maxEnvEntry:
+			return nil, fmt.Errorf("the init env value of %s is too long (%d bytes; at most %d)", k, len(v), maxEnvEntry-len(k)-2)
+		}
+		merged[k] = v
+	}
+	total := 0
+	for k, v := range merged {
+		total += len(k) + len(v) + 2
+	}
+	if total > maxEnvTotal {
+		return nil, fmt.Errorf("the init env is too large (%d bytes; at most %d)", total, maxEnvTotal)
+	}
+	return merged, nil
 }
 
 // envValue renders an init env value: strings as is, anything else as
@@ -196,20 +239,22 @@ func (s *Server) initAction(main string, code []byte) error {
 		return startErr(err)
 	}
 	env := s.launcherEnv(dir, home)
+	if cred != nil {
+		// Before anything of the action's runs: the compile step runs as the
+		// function user too (it imports, and pip builds, the action's files).
+		if err := chownTree(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return startErr(fmt.Errorf("cannot hand the action directory to REWIND_USER %q: %v", s.cfg.User, err))
+		}
+	}
 	if s.cfg.Compiler == "" || IsPrebuilt(filepath.Join(src, "exec")) {
 		if err := os.Rename(src, bin); err != nil {
 			return compileErr(err)
 		}
-	} else if err := s.compile(main, src, bin, env); err != nil {
+	} else if err := s.compile(main, src, bin, env, cred); err != nil {
 		return compileErr(err)
 	}
 	if err := s.checkExecEnv(bin); err != nil {
 		return startErr(err)
-	}
-	if cred != nil {
-		if err := chownTree(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return startErr(fmt.Errorf("cannot hand the action directory to REWIND_USER %q: %v", s.cfg.User, err))
-		}
 	}
 	if s.cfg.Files == FilesLocal {
 		sc, err := StartSidecar(s.reaper, SidecarSpec{
@@ -321,8 +366,8 @@ func (s *Server) launcherEnv(dir, home string) []string {
 
 // compile runs $OW_COMPILER <main> <src> <bin>. As upstream, any output
 // means failure and is the error message.
-func (s *Server) compile(main, src, bin string, env []string) error {
-	out, err := runCapture(s.reaper, []string{s.cfg.Compiler, main, src, bin}, env)
+func (s *Server) compile(main, src, bin string, env []string, cred *syscall.Credential) error {
+	out, err := runCapture(s.reaper, []string{s.cfg.Compiler, main, src, bin}, env, cred)
 	if len(out) > 0 {
 		return errors.New(string(out))
 	}
@@ -335,14 +380,14 @@ func (s *Server) compile(main, src, bin string, env []string) error {
 	return nil
 }
 
-// runCapture runs argv with stdout and stderr captured together and waits
-// for it through the reaper.
-func runCapture(r *Reaper, argv []string, env []string) ([]byte, error) {
+// runCapture runs argv (as cred, if set) with stdout and stderr captured
+// together and waits for it through the reaper.
+func runCapture(r *Reaper, argv []string, env []string, cred *syscall.Credential) ([]byte, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	child, err := r.Start(ProcSpec{Argv: argv, Env: env, Files: []*os.File{nil, pw, pw}})
+	child, err := r.Start(ProcSpec{Argv: argv, Env: env, Files: []*os.File{nil, pw, pw}, Credential: cred})
 	pw.Close()
 	if err != nil {
 		pr.Close()

@@ -40,7 +40,10 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	}
 	// Upstream deletes raw newlines so the request is one line; a newline
 	// inside a JSON string is invalid JSON anyway, so nothing valid breaks.
-	line := bytes.ReplaceAll(body, []byte("\n"), nil)
+	line := body
+	if bytes.IndexByte(body, '\n') >= 0 { // no copy of a large body without one
+		line = bytes.ReplaceAll(body, []byte("\n"), nil)
+	}
 	if !json.Valid(line) {
 		var v json.RawMessage
 		msg := "syntax error"
@@ -60,7 +63,14 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.exec == nil {
 		// The launcher died during an earlier request: start a new one
-		// from the same compiled bin/ with the same environment.
+		// from the same compiled bin/ with the same environment, once the
+		// files a request may have planted for it are rewound.
+		if err := s.rewindFilesForRestart(); err != nil {
+			s.failClosed = true
+			s.debugf("cannot rewind the files before restarting the launcher: %v", err)
+			sendError(w, http.StatusServiceUnavailable, msgFailClosed)
+			return
+		}
 		e, err := StartExecutor(s.reaper, *s.launch, s.cfg.StopGrace)
 		if err != nil {
 			s.writeSentinels()

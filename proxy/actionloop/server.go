@@ -163,8 +163,17 @@ func (s *Server) sendTooLarge(w http.ResponseWriter) {
 // writeSentinels ends an activation's log on both streams. Errors are
 // ignored: the log is gone, and the reply must still go out.
 func (s *Server) writeSentinels() {
-	_, _ = s.stdout.WriteString(Sentinel + "\n")
-	_, _ = s.stderr.WriteString(Sentinel + "\n")
+	var midLine [2]bool
+	if s.exec != nil {
+		midLine = s.exec.SyncLogs() // the action's output first, then the sentinels
+	}
+	for i, stream := range []*os.File{s.stdout, s.stderr} {
+		line := Sentinel + "\n"
+		if midLine[i] {
+			line = "\n" + line // on a line of its own, as the invoker looks for it
+		}
+		_, _ = stream.WriteString(line)
+	}
 }
 
 // debugf writes a diagnostic to stderr under -debug only: in normal

@@ -125,7 +125,7 @@ def test_a_deadline_that_cannot_be_parsed_is_absent_and_never_raises(raw):
 def test_a_request_nested_too_deep_to_parse_is_an_error_result_not_a_crash():
     line = b'{"value": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     out = _result(action.run_request(lambda a: {"ran": True}, line))
-    assert "Invalid JSON" in out["error"]
+    assert "nested too deeply" in out["error"]
 
 
 def test_line_reader_frames_exactly_and_keeps_pipelined_bytes():

@@ -494,11 +494,15 @@ class _Applier:
 
     def recreate(self, pfd: int, name: str, entry: Entry, *, exists: bool) -> None:
         mode = entry.st_mode
-        if exists and not (stat.S_ISREG(mode) and not self._is_dir(pfd, name)):
-            # A regular file is renamed over whatever non-directory is there (atomic);
-            # anything else is removed first.
+        if exists:
+            # Remove what is there first: on a full file system the fresh copy of a file
+            # that grew only fits once the grown one is gone. No process of the request is
+            # alive during a rewind, so nobody sees the name missing. A file replacing a
+            # file counts as restored, not removed.
             self.forget(entry.path)
-            self.metrics.removed += remove_tree(pfd, name)
+            same_kind = stat.S_ISREG(mode) and self._is_file(pfd, name)
+            removed = remove_tree(pfd, name)
+            self.metrics.removed += 0 if same_kind else removed
         if stat.S_ISREG(mode):
             self.restore_file(pfd, name, entry)
         elif stat.S_ISDIR(mode):
@@ -519,15 +523,15 @@ class _Applier:
             self._utime(pfd, name, entry)
 
     @staticmethod
-    def _is_dir(pfd: int, name: str) -> bool:
+    def _is_file(pfd: int, name: str) -> bool:
         try:
-            return stat.S_ISDIR(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode)
+            return stat.S_ISREG(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode)
         except FileNotFoundError:
             return False
 
     def restore_file(self, pfd: int, name: str, entry: Entry) -> None:
-        """Write a new file beside the target and rename it over: never write in place,
-        so a hard link planted to an outside file is replaced, not written through."""
+        """Write a new file beside the target and rename it into place: never write in
+        place, so a hard link planted to an outside file is replaced, not written through."""
         assert entry.blob is not None
         self.tmp_seq += 1
         tmp = f".rewind-{os.getpid()}-{self.tmp_seq}.tmp"
@@ -691,8 +695,10 @@ def apply(snapshot: Snapshot, root: str, changes: Iterable[Change]) -> Metrics:
     root_fd = _open_root(root, "apply")
     applier = _Applier(snapshot, root_fd)
     current = ""
+    # Removals first: they free the space that restored copies need.
+    ordered = sorted(changes, key=lambda c: c.kind is not ChangeKind.ADD)
     try:
-        for change in changes:
+        for change in ordered:
             current = change.path
             applier.run(change)
         current = ""

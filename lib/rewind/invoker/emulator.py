@@ -185,8 +185,12 @@ class Container:
         return f"Container(name={self.name!r}, port={self.port})"
 
     def post(self, path: str, body: Any, timeout_s: float) -> HttpReply:
-        """POST ``body`` as JSON to the proxy; socket errors propagate."""
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        """POST ``body`` (bytes as they are, anything else as JSON) to the proxy; socket
+        errors propagate."""
+        if isinstance(body, bytes):
+            data = body
+        else:
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
         try:
             conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})

@@ -95,8 +95,12 @@ def parse_request(line: bytes) -> tuple[dict[str, Any] | None, bytes | None]:
     """Decode a request line: (request, None) or (None, error result line)."""
     try:
         request = json.loads(line)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         return None, error_line(f"Invalid JSON in the request: {exc}")
+    except RecursionError:
+        return None, error_line("The request is nested too deeply to be decoded.")
+    except MemoryError:
+        return None, error_line("The request is too large to be decoded in memory.")
     if not isinstance(request, dict):
         return None, error_line("The request must be a JSON object with a 'value' key.")
     return request, None
@@ -106,9 +110,14 @@ def encode_result(result: Any) -> bytes:
     """Encode the action's result as one line; unencodable results become errors."""
     try:
         text = json.dumps(result, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         return error_line(f"The action returned a result that cannot be encoded as JSON: {exc}")
-    return text.encode("utf-8", "surrogatepass") + b"\n"
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        # A lone surrogate has no UTF-8 form: escape it (\udXXX), so the reply stays valid
+        # UTF-8 and valid JSON, and the string round-trips for a JSON reader.
+        return json.dumps(result, ensure_ascii=True, allow_nan=False).encode() + b"\n"
 
 
 def flush_logs() -> None:

@@ -11,6 +11,10 @@ from __future__ import annotations
 EXIT_OK = 0  # stdin reached EOF: the proxy is done with us.
 EXIT_LOAD_ERROR = 3  # the action or the configuration could not be loaded at /init.
 EXIT_FAIL_CLOSED = 5  # a rewind could not be completed: the state may be dirty.
+# A request process died part-way through reading its request: the rest of it may still be
+# in stdin, where the next request process would take it for a request. The proxy answers
+# that request as exited and starts a new launcher, with a new stdin, for the next one.
+EXIT_STDIN_LOST = 6
 
 # Request process exit codes (seen by the snapshot process only).
 CHILD_RESULT_WRITTEN = 0

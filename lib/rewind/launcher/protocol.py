@@ -35,7 +35,7 @@ class LineReader:
         while True:
             nl = buf.find(b"\n", start)
             if nl >= 0:
-                line = bytes(buf[:nl])
+                line = bytes(memoryview(buf)[:nl])  # one copy, not a slice and a copy
                 del buf[: nl + 1]
                 return line
             start = len(buf)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import resource
+import select
 import signal
 import sys
 import traceback
@@ -30,6 +31,22 @@ from rewind.launcher.protocol import LineReader, write_all
 from rewind.memory import prefault, sysapi
 
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+# Status markers of a request process, before its "started" record: READING once a request
+# is there to read (from then on, dying can leave part of it in stdin), TOOK once the whole
+# line is read and before anything parses it (from then on, dying costs exactly that
+# request an error reply).
+READING = b"r"
+TOOK = b"T"
+
+
+def wait_for_request(fd: int) -> None:
+    """Block until ``fd`` is readable (a request, or EOF)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while not poller.poll():
+        pass
 
 
 def encode_started(deadline: float | None, faults: int = 0) -> bytes:
@@ -54,6 +71,7 @@ def decode_started(msg: bytes) -> tuple[bool, float | None, int]:
 def harden(close_fds: list[int]) -> None:
     """Make this request process unable to reach what it must not hold."""
     sysapi.die_with_parent(signal.SIGKILL)
+    sysapi.prefer_for_oom_kill()
     sysapi.set_dumpable(False)
     for fd in close_fds:
         try:
@@ -122,9 +140,12 @@ def _serve(
     prewarm()
     if prefault_pages:
         prefault.touch(prefault_pages)
+    wait_for_request(reader.fd)
+    os.write(status_fd, READING)
     line = reader.read_line()
     if line is None:
         return errors.CHILD_STDIN_EOF
+    os.write(status_fd, TOOK)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     write_all(status_fd, encode_started(deadline_of(line), faults))
     os.close(status_fd)

@@ -28,7 +28,7 @@ from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.launcher.protocol import write_all
 from rewind.memory import prefault, sysapi
 from rewind.memory.base import ServeContext, exited_line
-from rewind.memory.child import decode_started, serve_one
+from rewind.memory.child import READING, TOOK, decode_started, serve_one
 
 # How long descendants of a finished request may take to die before we fail closed.
 KILL_TIMEOUT_S = 5.0
@@ -159,6 +159,33 @@ def describe_failure(outcome: Outcome) -> bytes:
     return exited_line(f"The action's process exited with code {code}.")
 
 
+class StdinLost(Exception):
+    """A request process died part-way through reading its request from stdin."""
+
+
+def read_status(status_r: int, pidfd: int) -> tuple[bytes, bytes]:
+    """(the last marker seen, the "started" record or b"") from a request process.
+
+    The process writes READING when a request is there, TOOK once it has read the whole
+    line, then the record once it has parsed the deadline. If it dies after TOOK (a body
+    that exhausts memory or the parser), the request is still answered, never dropped.
+    """
+    marker, msg = b"", b""
+    while True:
+        ready = poll_readable([status_r, pidfd], None)
+        if status_r not in ready:
+            return marker, msg  # gone without (another) word
+        chunk = os.read(status_r, 64)
+        if not chunk:
+            return marker, msg
+        msg += chunk
+        for mark in (READING, TOOK):
+            if msg.startswith(mark):
+                marker, msg = mark, msg[len(mark) :]
+        if msg:
+            return marker, msg
+
+
 def fork_spawner(ctx: ServeContext, sb: Standby) -> int:
     """Fork a standby request process from this snapshot (fork backend)."""
     close = [ctx.result_fd, *sb.parent_only]
@@ -222,12 +249,18 @@ class SnapshotProcess:
                 ctx.record(after_reply_ms=after, files_ms=files_ms, request_faults=request_faults)
 
         while True:
-            outcome, memfd = self._run_one(ctx, standby_ready)
+            try:
+                outcome, memfd = self._run_one(ctx, standby_ready)
+            except StdinLost as exc:
+                if ctx.debug:
+                    ctx.log(f"{exc}; the proxy starts a new launcher")
+                return errors.EXIT_STDIN_LOST
             try:
                 if outcome.eof:
                     return EXIT_OK
                 if not outcome.started:
-                    ctx.log(f"standby request process ended early (status {outcome.status})")
+                    if ctx.debug:
+                        ctx.log(f"standby request process ended early (status {outcome.status})")
                     continue
                 written = (
                     not outcome.timed_out
@@ -261,7 +294,7 @@ class SnapshotProcess:
         finally:
             os.close(pidfd)
             os.close(status_r)
-        kill_descendants()
+            kill_descendants()
         if outcome.started:
             self.served += 1
         if learn_fd is not None:
@@ -273,10 +306,9 @@ class SnapshotProcess:
         return outcome, memfd
 
     def _supervise(self, pid: int, pidfd: int, status_r: int) -> Outcome:
-        started, deadline, faults_before = False, None, 0
-        ready = poll_readable([status_r, pidfd], None)
-        if status_r in ready:
-            started, deadline, faults_before = decode_started(os.read(status_r, 64))
+        marker, msg = read_status(status_r, pidfd)
+        started, deadline, faults_before = decode_started(msg)
+        started = started or marker == TOOK  # died parsing its request: still its request
         timed_out = False
         if started:
             timeout = None if deadline is None else deadline - time.time()
@@ -285,7 +317,10 @@ class SnapshotProcess:
                 os.kill(pid, signal.SIGKILL)
         _, status, usage = os.wait4(pid, 0)
         faults = max(0, usage.ru_minflt - faults_before) if started else 0
-        return Outcome(started, status, timed_out, faults)
+        outcome = Outcome(started, status, timed_out, faults)
+        if marker == READING and not outcome.eof:
+            raise StdinLost(f"a request process died reading its request (status {status})")
+        return outcome
 
 
 def fork_backend(prefault_pages: bool = False) -> SnapshotProcess:

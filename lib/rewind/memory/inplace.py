@@ -37,11 +37,20 @@ from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.launcher.protocol import write_all
 from rewind.memory import sysapi
 from rewind.memory.base import ServeContext, exited_line
-from rewind.memory.child import decode_started, encode_started, harden, prewarm
+from rewind.memory.child import (
+    READING,
+    TOOK,
+    decode_started,
+    encode_started,
+    harden,
+    prewarm,
+    wait_for_request,
+)
 from rewind.memory.fork import (
     ACTION_EXITED,
     MALFORMED,
     Outcome,
+    StdinLost,
     describe_failure,
     fork_backend,
     forward_one_line,
@@ -101,9 +110,12 @@ def worker_main(
         os.write(status_w, b"R" + str(uffd).encode().rjust(READY_LEN - 1))
         os.read(gate_r, 1)  # the checkpoint: every rewind resumes inside this read
         random.seed()  # every rewind returns to the same state: draw a fresh seed
+        wait_for_request(ctx.reader.fd)
+        os.write(status_w, READING)
         line = ctx.reader.read_line()
         if line is None:
             _exit(errors.CHILD_STDIN_EOF)
+        os.write(status_w, TOOK)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         write_all(status_w, _pad_started(encode_started(deadline_of(line), faults)))
         try:
@@ -231,7 +243,12 @@ class InplaceBackend:
                 except CaptureFailed as exc:
                     ctx.log(f"inplace: no checkpoint ({exc}); serving with fork instead")
                     return fork_backend().serve(ctx)
-            worker, more = self._serve_one(ctx, ext, worker)
+            try:
+                worker, more = self._serve_one(ctx, ext, worker)
+            except StdinLost as exc:
+                if ctx.debug:
+                    ctx.log(f"inplace: {exc}; the proxy starts a new launcher")
+                return errors.EXIT_STDIN_LOST
             if not more:
                 return EXIT_OK
 
@@ -269,12 +286,30 @@ class InplaceBackend:
         os.write(gate_w, b"g")
         return w
 
+    def _lost(
+        self, ctx: ServeContext, ext: ModuleType, w: Worker, timed_out: bool
+    ) -> tuple[Worker | None, bool]:
+        """The worker died during a request: answer as fork does, start a new one."""
+        status = _reap(w.pid)
+        ext.release()
+        kill_orphans(None)
+        write_all(ctx.result_fd, describe_failure(Outcome(True, status, timed_out)))
+        w.close()
+        ctx.rewind_files()
+        return None, True
+
     def _serve_one(
         self, ctx: ServeContext, ext: ModuleType, w: Worker
     ) -> tuple[Worker | None, bool]:
         """One request; returns (the worker to use next, or None; False at EOF)."""
         poll_readable([w.status_r, w.pidfd], None)
-        started, deadline, faults_before = decode_started(_read_exact(w.status_r, STARTED_LEN))
+        reading = _read_exact(w.status_r, len(READING)) == READING
+        took = reading and _read_exact(w.status_r, len(TOOK)) == TOOK
+        record = _read_exact(w.status_r, STARTED_LEN) if took else b""
+        started, deadline, faults_before = decode_started(record)
+        if took and not started:
+            # It died after taking a request (while parsing it): answer it as a crash.
+            return self._lost(ctx, ext, w, timed_out=False)
         if not started:
             status = _reap(w.pid)  # the worker ended without a request
             ext.release()
@@ -282,20 +317,17 @@ class InplaceBackend:
             kill_orphans(None)
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == errors.CHILD_STDIN_EOF:
                 return None, False
-            ctx.log(f"inplace worker ended before a request (status {status})")
+            if reading:
+                # Part of its request may still be in stdin: the proxy starts a new launcher.
+                raise StdinLost(f"the worker died reading its request (status {status})")
+            if ctx.debug:
+                ctx.log(f"inplace worker ended before a request (status {status})")
             return None, True
         timeout = None if deadline is None else deadline - time.time()
         ready = poll_readable([w.status_r, w.pidfd], timeout)
         timed_out = not ready
         if w.pidfd in ready:
-            # The worker died: answer as fork does, start a new one.
-            status = _reap(w.pid)
-            ext.release()
-            kill_orphans(None)
-            write_all(ctx.result_fd, describe_failure(Outcome(True, status, timed_out)))
-            w.close()
-            ctx.rewind_files()
-            return None, True
+            return self._lost(ctx, ext, w, timed_out)
         problem = ext.stop()  # before the reply: nothing of the request runs on
         request_faults = _minor_faults(w.pid) - faults_before if ctx.metrics_fd is not None else 0
         died = ext.exit_status()  # it ended while being stopped: answer as for a crash

@@ -44,6 +44,22 @@ def die_with_parent(signum: int) -> None:
     prctl(PR_SET_PDEATHSIG, signum)
 
 
+def prefer_for_oom_kill() -> None:
+    """Make this process the out-of-memory killer's first choice (oom_score_adj 1000).
+
+    Request processes call it: under memory pressure the request that caused it fails,
+    not the proxy, the sidecar or the snapshot process (raising needs no privilege). A
+    non-dumpable process's /proc files belong to root, so the caller must be dumpable
+    here (a fresh request process holds no request data yet) and may drop it after.
+    """
+    set_dumpable(True)
+    try:
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as fh:
+            fh.write("1000")
+    except OSError:
+        pass  # no /proc: the kernel's default choice stands
+
+
 def become_subreaper() -> None:
     """Orphaned descendants re-parent to this process instead of PID 1."""
     prctl(PR_SET_CHILD_SUBREAPER, 1)

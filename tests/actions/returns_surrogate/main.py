@@ -1,0 +1,2 @@
+def main(args):
+    return {"text": "a\ud800b", "ok": "é"}
