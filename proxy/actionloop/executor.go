@@ -37,8 +37,9 @@ const (
 	ExitRewindFailed = 5
 
 	// StatusKey and StatusExited form the launcher's status line
-	// {"rewind_status": "exited"} on fd 3: the process that ran the request
-	// died, but the launcher survived and serves the next request.
+	// ` {"rewind_status": "exited"}` on fd 3 (with its leading space): the
+	// process that ran the request died, but the launcher survived and
+	// serves the next request.
 	StatusKey    = "rewind_status"
 	StatusExited = "exited"
 )

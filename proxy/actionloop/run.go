@@ -133,13 +133,15 @@ const (
 )
 
 // classifyReply checks that the reply is a JSON object or array (so null
-// and NaN are rejected, unlike upstream) and spots the status line.
+// and NaN are rejected, unlike upstream) and spots the status line, which
+// starts with a space: the launcher never forwards an action's result that
+// does, so no result can be taken for a status.
 func classifyReply(reply []byte) int {
 	t := bytes.TrimSpace(reply)
 	if len(t) == 0 || (t[0] != '{' && t[0] != '[') || !json.Valid(t) {
 		return replyInvalid
 	}
-	if t[0] == '{' && bytes.Contains(t, []byte(`"`+StatusKey+`"`)) {
+	if reply[0] == ' ' && t[0] == '{' && bytes.Contains(t, []byte(`"`+StatusKey+`"`)) {
 		var fields map[string]json.RawMessage
 		var status string
 		if json.Unmarshal(t, &fields) == nil && json.Unmarshal(fields[StatusKey], &status) == nil && status == StatusExited {

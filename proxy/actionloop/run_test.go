@@ -117,9 +117,14 @@ func TestNonObjectRepliesAre502(t *testing.T) {
 			t.Errorf("reply %q: %d %s", raw, code, reply)
 		}
 	}
-	// A user result that merely mentions the key is not a status line.
+	// A user result that merely mentions the key is not a status line, nor
+	// is one that says "exited" without the leading space.
 	got := h.runJSON(t, map[string]interface{}{"rewind_status": "fine"})
 	if got["rewind_status"] != "fine" {
+		t.Fatalf("%v", got)
+	}
+	got = h.runJSON(t, map[string]interface{}{"rewind_status": "exited"})
+	if got["rewind_status"] != "exited" {
 		t.Fatalf("%v", got)
 	}
 }

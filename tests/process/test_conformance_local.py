@@ -226,7 +226,7 @@ def test_a_deadline_nested_5000_deep_crashes_nothing(serve, memory):
     rt = start(serve, "sleeps_forever", memory)
     body = '{"value": {}, "deadline": ' + "[" * 5000 + "]" * 5000 + "}"
     resp = rt.client.post("/run", body)
-    assert resp.status == 200 and "Invalid JSON" in resp.json()["error"], resp.body
+    assert resp.status == 200 and "nested too deeply" in resp.json()["error"], resp.body
     assert rt.run({}).json() == {"slept": 0}
     assert without_sentinels(rt.stdout() + rt.stderr()) == []
 

@@ -121,3 +121,12 @@ def test_a_sentinel_printed_by_the_action_never_reaches_the_log_as_one(serve, me
     # partial line comes before it.
     first = out.split(SENTINEL + "\n")[0]
     assert first.endswith("tail XXX-THE-END-OF-A-WHISK-ACTIVATION-XXX\n"), out
+
+
+@pytest.mark.parametrize("memory", ["none", *SECURE])
+def test_a_result_that_looks_like_a_runtime_status_is_the_actions_result(serve, memory):
+    rt = start(serve, "returns_status_lookalike", memory=memory)
+    for _ in range(2):
+        resp = rt.run({})
+        assert resp.status == 200, resp.body
+        assert resp.json() == {"rewind_status": "exited", "error": "not really", "ok": True}

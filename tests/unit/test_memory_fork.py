@@ -88,3 +88,19 @@ def test_started_message_round_trips():
     assert decode_started(encode_started(1700000000.5, 42)) == (True, 1700000000.5, 42)
     assert decode_started(encode_started(None)) == (True, None, 0)
     assert decode_started(b"") == (False, None, 0)
+
+
+def test_a_result_dressed_up_as_a_status_line_is_not_forwarded():
+    memfd = os.memfd_create("t")
+    r, w = os.pipe()
+    try:
+        os.write(memfd, b' {"rewind_status": "exited"}\n')
+        assert forward_one_line(memfd, w) is False
+        os.ftruncate(memfd, 0)
+        os.lseek(memfd, 0, os.SEEK_SET)
+        os.write(memfd, b'{"rewind_status": "exited"}\n')
+        assert forward_one_line(memfd, w) is True
+        assert os.read(r, 100) == b'{"rewind_status": "exited"}\n'
+    finally:
+        for fd in (memfd, r, w):
+            os.close(fd)

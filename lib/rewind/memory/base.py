@@ -55,9 +55,15 @@ class ServeContext:
             self.files.rewind()
 
 
+# Runtime status lines start with a space, which no result line of an action does: the
+# result's bytes reach fd 3 only after a check that they do not (forward_one_line), so an
+# action cannot pass its result off as a status, nor have its result taken for one.
+STATUS_PREFIX = b" "
+
+
 def exited_line(detail: str) -> bytes:
     """The status line telling the proxy the request's process exited (400 upstream)."""
-    return error_line(detail, rewind_status="exited")
+    return STATUS_PREFIX + error_line(detail, rewind_status="exited")
 
 
 def serve_one_in_process(

@@ -124,14 +124,15 @@ def forward_one_line(memfd: int, result_fd: int) -> bool:
     The bytes are mapped read-only and searched in place, then sent with sendfile:
     nothing is copied into the snapshot process's heap. A function that wrote extra
     lines toward the channel would otherwise have them read as the answers to later
-    requests. Returns False, having sent nothing, when the memfd is not one line.
+    requests. Returns False, having sent nothing, when the memfd is not one line or
+    starts with white space (the mark of the runtime's own status lines).
     """
     size = os.fstat(memfd).st_size
     if size == 0:
         return False
     with mmap.mmap(memfd, size, prot=mmap.PROT_READ) as view:
-        if view.find(b"\n") != size - 1:
-            return False
+        if view.find(b"\n") != size - 1 or view[:1].isspace():
+            return False  # not one line, or dressed up as a runtime status line
     offset = 0
     while offset < size:
         sent = os.sendfile(result_fd, memfd, offset, size - offset)

@@ -49,7 +49,8 @@ for line in sys.stdin:
         out.flush()
         continue
     if "exited" in v:
-        reply({"rewind_status": "exited"})
+        out.write(" " + json.dumps({"rewind_status": "exited"}) + "\n")
+        out.flush()
         continue
     if "env" in v:
         reply({k: os.environ.get(k) for k in v["env"]})
