@@ -62,6 +62,9 @@ type Config struct {
 	// Debug enables diagnostics on stderr and re-init (OW_DEBUG,
 	// REWIND_DEBUG or -debug; see debugOn).
 	Debug bool
+	// AllowActionSettings is REWIND_ALLOW_ACTION_SETTINGS: an action's /init
+	// env may then set any REWIND_* setting, weaker ones included.
+	AllowActionSettings bool
 	// InitEnv is REWIND_INIT_ENV, a JSON object: a default /init env,
 	// under every /init's own env (which wins). Not forwarded as such.
 	InitEnv map[string]string
@@ -139,6 +142,7 @@ func Load(environ []string) (Config, error) {
 	cfg.ExecutionEnv = env["OW_EXECUTION_ENV"]
 	cfg.LogInitError = env["OW_LOG_INIT_ERROR"] != ""
 	cfg.Debug = debugOn(env["OW_DEBUG"]) || debugOn(env["REWIND_DEBUG"])
+	cfg.AllowActionSettings = debugOn(env["REWIND_ALLOW_ACTION_SETTINGS"])
 	cfg.ActionRoot = get("REWIND_ACTION_ROOT", DefaultActionRoot)
 	cfg.Path = env["PATH"]
 	cfg.User = env["REWIND_USER"]

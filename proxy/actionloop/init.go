@@ -97,6 +97,9 @@ func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
 	// but only once valid, and kept only when the init succeeds, so that one
 	// bad /init cannot make every later one fail.
 	merged, err := mergeEnv(s.env, req.Value.Env)
+	if err == nil {
+		err = checkActionEnv(renderEnv(req.Value.Env), s.cfg.AllowActionSettings)
+	}
 	if err != nil {
 		sendError(w, http.StatusBadRequest, err.Error())
 		return
@@ -164,6 +167,15 @@ func mergeEnv(base map[string]string, add map[string]json.RawMessage) (map[strin
 		return nil, fmt.Errorf("the init env is too large (%d bytes; at most %d)", total, maxEnvTotal)
 	}
 	return merged, nil
+}
+
+// renderEnv renders every value of an /init env as the action sees it.
+func renderEnv(raw map[string]json.RawMessage) map[string]string {
+	m := make(map[string]string, len(raw))
+	for k, v := range raw {
+		m[k] = envValue(v)
+	}
+	return m
 }
 
 // envValue renders an init env value: strings as is, anything else as

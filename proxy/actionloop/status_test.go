@@ -272,7 +272,8 @@ func TestAPipeReportCannotChangeAChosenBackend(t *testing.T) {
 // REWIND_STATUS_FD names the pipe and cannot be redirected by /init's env;
 // REWIND_INIT_ENV is a default /init env under every /init's own.
 func TestLauncherEnvStatusFDAndDefaultInitEnv(t *testing.T) {
-	h := newHarness(nil, nil, `REWIND_INIT_ENV={"A": "from-default", "B": "from-default"}`)
+	// An operator who allows any action setting still cannot have the pipe moved.
+	h := newHarness(nil, nil, `REWIND_INIT_ENV={"A": "from-default", "B": "from-default"}`, "REWIND_ALLOW_ACTION_SETTINGS=1")
 	defer h.close()
 	h.mustInit(t, map[string]interface{}{"REWIND_STATUS_FD": "1", "B": "from-init"})
 	got := h.runJSON(t, map[string][]string{"env": {"REWIND_STATUS_FD", "A", "B", "REWIND_INIT_ENV"}})

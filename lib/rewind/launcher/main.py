@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 
 from rewind.debug import debug_enabled
-from rewind.launcher import status
+from rewind.launcher import integrity, status
 from rewind.launcher.action import flush_logs, load_action, print_user_traceback
 from rewind.launcher.config import LauncherConfig
 from rewind.launcher.errors import (
@@ -103,6 +103,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         if cfg.memory in ("auto", "fork"):
             for key, val in SINGLE_THREAD_DEFAULTS.items():
                 os.environ.setdefault(key, val)
+        marks = integrity.fingerprint()
         if args.one_shot:
             with _quiet_stdio():  # printed once already, in /init's log
                 main = load_action(os.getcwd(), args.main)
@@ -149,6 +150,11 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     # What the action printed at import (or in the warm-up) belongs to /init's log: flushed
     # now, it is not in the buffer every request process inherits from the snapshot.
     flush_logs()
+    try:
+        integrity.verify(marks)
+    except LauncherError as exc:
+        init_error(str(exc))
+        return EXIT_LOAD_ERROR
     backend = None
     note = None
     if cfg.checkpoint != "first-request":
