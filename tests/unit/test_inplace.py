@@ -180,8 +180,8 @@ def test_rewind_puts_memory_mappings_brk_fds_umask_signals_and_mask_back(worker)
     [
         ("chdir", ("working directory",)),
         # Re-protecting splits the code mapping; writing it is caught either way.
-        ("patch_code", ("read-only memory", "re-protected")),
-        ("replace_mapping", ("a tracked mapping was replaced",)),
+        ("patch_code", ("read-only memory", "re-protected", "lost its write tracking")),
+        ("replace_mapping", ("a tracked mapping was replaced", "lost its write tracking")),
     ],
 )
 def test_what_a_rewind_cannot_undo_is_refused_not_half_done(worker, how, reason):
