@@ -245,7 +245,7 @@ def test_signalling_the_snapshot_process_costs_at_most_one_request(serve, rewind
 @pytest.mark.parametrize("rewinding", ["fork", "inplace"])
 @pytest.mark.parametrize("op", ["patch", "remap", "rearm", "cwd"])
 def test_tampering_with_the_rewind_does_not_keep_a_secret(serve, rewinding, op):
-    rt = start(serve, rewinding, "tampers_with_rewind")
+    rt = start(serve, rewinding, "tampers_with_rewind", env={"REWIND_DEBUG": "1"})
     s = secret()
     first = rt.run({"op": op, "secret": s}).json()
     assert first["kept"] == [s]
@@ -278,7 +278,7 @@ def test_fork_and_inplace_refuse_shared_memory_mapped_at_import(serve, rewinding
 
 
 def test_inplace_that_keeps_needing_new_workers_switches_to_fork_and_stays_clean(serve):
-    rt = start(serve, "inplace", "tampers_with_rewind")
+    rt = start(serve, "inplace", "tampers_with_rewind", env={"REWIND_DEBUG": "1"})
     for i in range(6):
         s = secret()
         assert rt.run({"op": "cwd", "secret": s}).json()["kept"] == [s], i
