@@ -113,9 +113,7 @@ def test_inplace_says_why_it_replaced_a_worker_only_in_the_debug_log(serve, op):
         assert "starting a new worker: the request changed the worker's Seccomp" in rt.stderr()
 
 
-def test_a_seccomp_filter_that_makes_the_rewinders_calls_lie_does_not_keep_a_secret(
-    serve, memory
-):
+def test_a_seccomp_filter_that_makes_the_rewinders_calls_lie_does_not_keep_a_secret(serve, memory):
     rt = start(serve, memory, "state_seccomp_lies")
     s = secret()
     planted = rt.run({"do": "plant", "secret": s}).json()

@@ -289,7 +289,7 @@ def _mlockall(s):
 def _get_mlock():
     try:
         big = bytearray(32 << 20)
-        big[:: 4096] = b"x" * len(big[:: 4096])
+        big[::4096] = b"x" * len(big[::4096])
         ok = True
     except MemoryError:
         ok = False
@@ -322,8 +322,10 @@ ATTACKS = {
         lambda s: os.setpriority(os.PRIO_PROCESS, 0, 1 + number(s, 19)),
         lambda: os.getpriority(os.PRIO_PROCESS, 0),
     ),
-    "comm": (lambda s: prctl(15, ctypes.addressof(ctypes.create_string_buffer(s[:15].encode()))),
-             lambda: _read_proc("comm")),
+    "comm": (
+        lambda s: prctl(15, ctypes.addressof(ctypes.create_string_buffer(s[:15].encode()))),
+        lambda: _read_proc("comm"),
+    ),
     "personality": (_personality, lambda: syscall("personality", ulong(0xFFFFFFFF))),
     "timerslack": (lambda s: prctl(29, 1000 + number(s, 10**6)), lambda: prctl(30)),
     "pdeathsig": (lambda s: prctl(1, 1 + number(s, 30)), lambda: prctl_int(2)),
@@ -383,7 +385,7 @@ ATTACKS = {
 
 def health():
     big = bytearray(32 << 20)
-    big[:: 4096] = b"y" * len(big[:: 4096])
+    big[::4096] = b"y" * len(big[::4096])
     burn(0.3)
     with open("/etc/hostname") as fh:
         fh.read()
