@@ -1336,6 +1336,11 @@ struct kstate {
     struct itimerval it[3];
     struct rw_altstack alt;
     uint64_t vmflags[MAX_REGIONS];
+    /* Address ranges without special mappings, over which the madvise flags a request
+     * may add are cleared by one call per advice (holes are skipped by the kernel);
+     * without them (a checkpoint that holds such flags), smaps is read every time. */
+    uintptr_t madv_start[8], madv_end[8];
+    int nmadv, madv_fast;
     char text[KS_TEXT]; /* scratch for /proc texts; wiped after use */
     char why[160];
 };
@@ -1565,6 +1570,55 @@ static const char *ks_vmflags(uint64_t *out) {
     return i + 1 == C->nregions ? NULL : "the worker's smaps do not match its mappings";
 }
 
+/* The flags a request may add to a checkpoint mapping and the madvise that clears each
+ * (for every mapping at once, in the fast path); sr/rr share MADV_NORMAL. */
+static const struct {
+    const char *code;
+    int advice;
+} UNDO[] = {{"wf", 19 /* MADV_KEEPONFORK */}, {"dc", MADV_DOFORK}, {"dd", 17 /* MADV_DODUMP */},
+            {"sr", MADV_NORMAL},           {"rr", MADV_NORMAL}};
+#define NUNDO ((int)(sizeof UNDO / sizeof UNDO[0]))
+
+/* The fast path: clear what UNDO clears over every range, whatever the request did (a
+ * few injected calls, against about 0.6 ms for reading smaps). 0 or a reason. */
+static const char *ks_clear_vmflags(void) {
+    long ret = 0;
+    for (int u = 0; u < NUNDO; u++) {
+        if (u > 0 && UNDO[u].advice == UNDO[u - 1].advice)
+            continue;
+        for (int i = 0; i < K->nmadv; i++)
+            if (inject(SYS_madvise, (long)K->madv_start[i],
+                       (long)(K->madv_end[i] - K->madv_start[i]), UNDO[u].advice, 0, &ret) < 0 ||
+                (ret != 0 && ret != -ENOMEM))
+                return "clearing the mappings' madvise flags failed";
+    }
+    return NULL;
+}
+
+/* Plan the fast path at the checkpoint: ranges between special mappings, and a trial
+ * of every call (which must change nothing: no UNDO flag is set at the checkpoint). */
+static void ks_plan_vmflags(void) {
+    uint64_t any = 0;
+    K->nmadv = 0;
+    for (int i = 0; i < C->nregions; i++) {
+        const struct region *r = &C->regions[i];
+        if (r->special) /* [vvar] is dont-dump, for one: they are left alone */
+            continue;
+        any |= K->vmflags[i];
+        if (K->nmadv && i > 0 && !C->regions[i - 1].special)
+            K->madv_end[K->nmadv - 1] = r->end;
+        else if (K->nmadv < 8) {
+            K->madv_start[K->nmadv] = r->start;
+            K->madv_end[K->nmadv++] = r->end;
+        } else
+            return;
+    }
+    for (int u = 0; u < NUNDO; u++)
+        if (any & VMF(UNDO[u].code))
+            return;
+    K->madv_fast = ks_clear_vmflags() == NULL;
+}
+
 /* Record everything above; runs once in capture, before the backup is taken. */
 static int kstate_capture(const char **what) {
     ks_release();
@@ -1623,6 +1677,7 @@ static int kstate_capture(const char **what) {
     for (int i = 0; i < C->nregions; i++)
         if (K->vmflags[i] & (VMF("lo") | VMF("lf")))
             return *what = "the checkpoint holds locked memory (mlock)", -ENOTSUP;
+    ks_plan_vmflags();
     ks_wipe();
     return 0;
 }
@@ -1748,12 +1803,6 @@ static const char *kstate_restore_outside(void) {
 
 /* madvise calls that undo a flag a request added to a checkpoint mapping. */
 static const char *ks_undo_vmflags(void) {
-    static const struct {
-        const char *code;
-        int advice;
-    } undo[] = {{"wf", 19 /* MADV_KEEPONFORK */}, {"dc", MADV_DOFORK},
-                {"dd", 17 /* MADV_DODUMP */},     {"sr", MADV_NORMAL},
-                {"rr", MADV_NORMAL},              {"mg", 13 /* MADV_UNMERGEABLE */}};
     uint64_t *now = (uint64_t *)(void *)C->found; /* scratch: C->found is free here */
     const char *why = ks_vmflags(now);
     int changed = 0;
@@ -1767,10 +1816,10 @@ static const char *ks_undo_vmflags(void) {
         if (!gained && (K->vmflags[i] & ~now[i] & ~VMF("sd")) == 0)
             continue;
         changed = 1;
-        for (size_t u = 0; u < sizeof undo / sizeof undo[0]; u++)
-            if ((gained & VMF(undo[u].code)) &&
+        for (int u = 0; u < NUNDO; u++)
+            if ((gained & VMF(UNDO[u].code)) &&
                 inject(SYS_madvise, (long)C->regions[i].start,
-                       (long)(C->regions[i].end - C->regions[i].start), undo[u].advice, 0,
+                       (long)(C->regions[i].end - C->regions[i].start), UNDO[u].advice, 0,
                        &ret) < 0)
                 why = "restoring a mapping's flags failed";
     }
@@ -1859,7 +1908,7 @@ static const char *kstate_restore_injected(void) {
             ks_altstack(&alt) < 0 || memcmp(&alt, &K->alt, sizeof alt) != 0)
             return "the sigaltstack could not be put back";
     }
-    return ks_undo_vmflags();
+    return K->madv_fast ? ks_clear_vmflags() : ks_undo_vmflags();
 }
 
 /* After repair(): its injected calls' effects, read from outside. */
