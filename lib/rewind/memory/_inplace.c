@@ -625,29 +625,65 @@ static int protect(uintptr_t start, uintptr_t end) {
  * PM_SCAN_WP_MATCHING re-protects pages it wrote, UFFDIO_WRITEPROTECT likewise, and x32
  * system calls would get around the check of the ioctl number. Also what a request could
  * leave behind that cannot be seen from outside: a Landlock domain (landlock_restrict_self),
- * which would restrict and signal to every later request, and syscall user dispatch
+ * which would restrict and signal to every later request; syscall user dispatch
  * (PR_SET_SYSCALL_USER_DISPATCH), which would turn the rewinder's injected calls into
- * SIGSYS in the worker's own code. */
+ * SIGSYS in the worker's own code; and the settings of DENIED_PRCTL and CPUID faulting,
+ * which no function needs: refused, they need no injected getter after every request. */
+/* prctl options refused to the worker (argument 0): settings no function needs that
+ * could only be read back by injecting a getter after every request. */
+static const uint32_t DENIED_PRCTL[] = {
+    59, /* PR_SET_SYSCALL_USER_DISPATCH */
+    26, /* PR_SET_TSC */
+    33, /* PR_MCE_KILL */
+    57, /* PR_SET_IO_FLUSHER */
+    65, /* PR_SET_MDWE */
+    78, /* PR_FUTEX_HASH */
+    28, /* PR_SET_SECUREBITS */
+    8,  /* PR_SET_KEEPCAPS */
+};
+#define NDENIED ((int)(sizeof DENIED_PRCTL / sizeof DENIED_PRCTL[0]))
+#define RW_ARCH_SET_CPUID_ 0x1012
+
 static int confine(void) {
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 9, 0), /* x32 */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_landlock_restrict_self, 8, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_prctl, 0, 2),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 59 /* PR_SET_SYSCALL_USER_DISPATCH */, 5, 6),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 5),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)RW_PAGEMAP_SCAN, 2, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)UFFDIO_WRITEPROTECT, 1, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)UFFDIO_UNREGISTER, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = (unsigned short)(sizeof f / sizeof f[0]), .filter = f};
+    struct sock_filter f[32];
+    int n = 0, deny, allow;
+    /* Jumps to DENY/ALLOW are patched once their places are known: jt/jf hold -1 (deny)
+     * or -2 (allow) until then. */
+#define J(op, k, jt, jf) (f[n++] = (struct sock_filter)BPF_JUMP(op, k, jt, jf))
+#define S(op, k) (f[n++] = (struct sock_filter)BPF_STMT(op, k))
+    S(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+    J(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+    S(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+    S(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+    J(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0xff, 0); /* x32 */
+    J(BPF_JMP | BPF_JEQ | BPF_K, SYS_landlock_restrict_self, 0xff, 0);
+    J(BPF_JMP | BPF_JEQ | BPF_K, SYS_arch_prctl, 0, 2);
+    S(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]));
+    J(BPF_JMP | BPF_JEQ | BPF_K, RW_ARCH_SET_CPUID_, 0xff, 0xfe);
+    J(BPF_JMP | BPF_JEQ | BPF_K, SYS_prctl, 0, (unsigned char)(NDENIED + 1));
+    S(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]));
+    for (int i = 0; i < NDENIED; i++)
+        J(BPF_JMP | BPF_JEQ | BPF_K, DENIED_PRCTL[i], 0xff, i == NDENIED - 1 ? 0xfe : 0);
+    J(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 0xfe);
+    S(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1]));
+    J(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)RW_PAGEMAP_SCAN, 0xff, 0);
+    J(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)UFFDIO_WRITEPROTECT, 0xff, 0);
+    J(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)UFFDIO_UNREGISTER, 0xff, 0xfe);
+    deny = n;
+    S(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM);
+    allow = n;
+    S(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+#undef J
+#undef S
+    for (int i = 0; i < n; i++) {
+        if (BPF_CLASS(f[i].code) != BPF_JMP)
+            continue;
+        if (f[i].jt == 0xff || f[i].jt == 0xfe)
+            f[i].jt = (unsigned char)((f[i].jt == 0xff ? deny : allow) - i - 1);
+        if (f[i].jf == 0xff || f[i].jf == 0xfe)
+            f[i].jf = (unsigned char)((f[i].jf == 0xff ? deny : allow) - i - 1);
+    }
+    struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return -errno;
     return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0 ? -errno : 0;
@@ -1224,14 +1260,7 @@ static const char *repair(const struct pstatus *st) {
  * Everything set is read again (from outside where there is a view) and compared;
  * what still differs is returned as a reason: the worker is replaced.
  */
-#define RW_PR_GET_MDWE 66
-#define RW_PR_FUTEX_HASH 78
-#define RW_PR_FUTEX_HASH_SET_SLOTS 1
-#define RW_PR_FUTEX_HASH_GET_SLOTS 2
-#define RW_ARCH_GET_CPUID 0x1011
-#define RW_ARCH_SET_CPUID 0x1012
 #define RW_PTRACE_GET_RSEQ_CONFIGURATION 0x420f
-#define RW_SECBIT_KEEP_CAPS (1L << 4)
 #define KS_NLIMITS 16
 #define KS_TEXT 16384
 
@@ -1272,20 +1301,8 @@ static const struct kgetter KGET[] = {
     {"the child-subreaper flag", SYS_prctl, PR_GET_CHILD_SUBREAPER, 0, 2, SYS_prctl,
      PR_SET_CHILD_SUBREAPER, 0, 2},
     {"the dumpable flag", SYS_prctl, PR_GET_DUMPABLE, 0, 0, SYS_prctl, PR_SET_DUMPABLE, 0, 2},
-    {"the securebits (keepcaps)", SYS_prctl, PR_GET_SECUREBITS, 0, 0, SYS_prctl,
-     PR_SET_SECUREBITS, 0, 2},
     {"the THP-disable flag", SYS_prctl, PR_GET_THP_DISABLE, 0, 0, SYS_prctl,
      PR_SET_THP_DISABLE, 0, 2},
-    {"the TSC mode", SYS_prctl, PR_GET_TSC, 0, 2, SYS_prctl, PR_SET_TSC, 0, 2},
-    {"the machine-check kill policy", SYS_prctl, PR_MCE_KILL_GET, 0, 0, SYS_prctl, PR_MCE_KILL,
-     PR_MCE_KILL_SET, 3},
-    {"the IO-flusher flag", SYS_prctl, PR_GET_IO_FLUSHER, 0, 0, SYS_prctl, PR_SET_IO_FLUSHER, 0,
-     2},
-    {"memory-deny-write-execute", SYS_prctl, RW_PR_GET_MDWE, 0, 0, 0, 0, 0, 0},
-    {"the futex hash size", SYS_prctl, RW_PR_FUTEX_HASH, RW_PR_FUTEX_HASH_GET_SLOTS, 0,
-     SYS_prctl, RW_PR_FUTEX_HASH, RW_PR_FUTEX_HASH_SET_SLOTS, 3},
-    {"CPUID faulting", SYS_arch_prctl, RW_ARCH_GET_CPUID, 0, 0, SYS_arch_prctl,
-     RW_ARCH_SET_CPUID, 0, 2},
     {"the NUMA memory policy", SYS_get_mempolicy, 0, 0, 1, SYS_set_mempolicy, 0, 0, 1},
 };
 #define NKGET ((int)(sizeof KGET / sizeof KGET[0]))
@@ -1503,15 +1520,10 @@ static int ks_get(const struct kgetter *g, long *val) {
     return 0;
 }
 
-static int ks_set(const struct kgetter *g, long val, long cur) {
+static int ks_set(const struct kgetter *g, long val) {
     long a[6] = {g->s1, g->s2, 0, 0, 0, 0}, ret;
     if (!g->snr)
         return -EPERM;
-    if (g == &KGET[3] && ((val ^ cur) & ~RW_SECBIT_KEEP_CAPS) == 0) {
-        /* only keepcaps differs: PR_SET_KEEPCAPS needs no privilege, SECUREBITS does */
-        a[0] = PR_SET_KEEPCAPS;
-        val = (val & RW_SECBIT_KEEP_CAPS) != 0;
-    }
     a[g->val_at - 1] = val;
     int rc = inject6(g->snr, a[0], a[1], a[2], a[3], a[4], a[5], &ret);
     return rc < 0 ? rc : (ret < 0 ? (int)ret : 0);
@@ -1875,7 +1887,7 @@ static const char *kstate_restore_injected(void) {
             return "reading a prctl setting failed";
         if (v == K->got[i])
             continue;
-        if (ks_set(g, K->got[i], v) < 0 || ks_get(g, &v) < 0 || v != K->got[i]) {
+        if (ks_set(g, K->got[i]) < 0 || ks_get(g, &v) < 0 || v != K->got[i]) {
             snprintf(K->why, sizeof K->why, "%s could not be put back", g->what);
             return K->why;
         }
