@@ -15,14 +15,18 @@
  *            backup, write-protects everything and lets it go.
  *   stop(pid)   after a request: stops the worker, refuses a worker with threads, kills
  *            its children. Done before the reply, so nothing of the request runs on.
- *   rewind()    after the reply: checks the worker against the checkpoint, makes the
+ *   rewind()    after the reply: checks the worker against the checkpoint (first what
+ *            no rewind may put back, such as a new seccomp filter, before anything is
+ *            injected), puts per-process kernel state back (rlimits, scheduling, prctl
+ *            flags, timers...: "per-process kernel state" below), makes the
  *            kernel-side state equal again by injecting system calls (munmap of new
- *            mappings, brk, close, rt_sigaction, rt_sigprocmask, umask, wait4), copies
+ *            mappings, brk, close, rt_sigaction, rt_sigprocmask, umask, wait4) and reads
+ *            their effect back from /proc, copies
  *            the written pages back through /proc/PID/mem, re-protects them, puts the
  *            registers back so the worker re-enters its gate read, and detaches.
  *   Anything a rewind cannot put back exactly (threads, a replaced or re-protected
  *   checkpoint mapping, a write to code or RELRO, a replaced descriptor, a changed cwd,
- *   POSIX timers, pending signals) is returned as a reason: the caller then kills the
+ *   POSIX timers, pending signals, kernel state that cannot be set back) is returned as a reason: the caller then kills the
  *   worker and starts a new one from the snapshot (fail closed, never fail open).
  *
  * x86-64 Linux >= 6.7 (WP_ASYNC, PAGEMAP_SCAN) only.
