@@ -135,3 +135,50 @@ def test_action_code_never_runs_as_root_at_init(runtime_image: str):
         assert all("0" not in line.split()[1:] for line in lines), lines
     finally:
         inv.close()
+
+
+def test_an_actions_env_cannot_switch_isolation_off_in_the_image(runtime_image: str):
+    code = (ACTIONS / "leaks_global_state" / "main.py").read_text()
+    inv = Invoker(runtime_image, memory_mb=256)
+    try:
+        bad = ActionSpec(code=code, name="weak", env={"REWIND_MEMORY": "none"})
+        activation = inv.invoke(bad, {}, 60)
+        assert not activation.ok and "REWIND_MEMORY=none" in json.dumps(activation.result)
+        good = ActionSpec(code=code, name="strong", env={"REWIND_MEMORY": "fork"})
+        assert inv.invoke(good, {}, 60).ok
+    finally:
+        inv.close()
+
+
+def test_replacing_the_runtimes_code_at_import_fails_init_in_the_image(runtime_image: str):
+    code = (ACTIONS / "patches_runtime" / "main.py").read_text()
+    inv = Invoker(runtime_image, memory_mb=256)
+    try:
+        activation = inv.invoke(ActionSpec(code=code, name="patches"), {}, 60)
+        assert not activation.ok, activation
+        assert "replaced the runtime's own" in (activation.stdout + activation.stderr), activation
+    finally:
+        inv.close()
+
+
+def test_results_that_look_like_status_or_have_lone_surrogates_are_the_actions(warm):
+    w = warm("returns_status_lookalike")
+    for _ in range(2):
+        assert w.run({}) == (200, {"rewind_status": "exited", "error": "not really", "ok": True})
+    w = warm("returns_surrogate")
+    status, reply = w.run({})
+    assert status == 200 and reply == {"text": "a\ud800b", "ok": "é"}
+
+
+def test_a_sentinel_printed_by_the_action_leaves_later_logs_in_place(runtime_image: str):
+    code = (ACTIONS / "prints_sentinel" / "main.py").read_text()
+    inv = Invoker(runtime_image, memory_mb=256)
+    try:
+        spec = ActionSpec(code=code, name="sentinel")
+        for _ in range(3):
+            activation = inv.invoke(spec, {}, 60)
+            assert activation.ok, activation
+            text = activation.stdout + activation.stderr
+            assert text.count("XXX-THE-END-OF-A-WHISK-ACTIVATION-XXX") == 3, text
+    finally:
+        inv.close()

@@ -11,7 +11,9 @@ import ctypes
 import json
 import mmap
 import os
+import resource
 import signal
+import struct
 import threading
 import time
 
@@ -45,8 +47,60 @@ def _snapshot(g: dict, heap: bytearray, spare: int) -> bytes:
         "maps": maps,
         "cwd": os.getcwd(),
         "spare": ctypes.string_at(spare, 4 * PAGE).count(1),
+        "kernel": _kernel_state(heap),
     }
     return json.dumps(state).encode().ljust(4095) + b"\n"
+
+
+def _prctl(*args: int) -> int:
+    return libc.prctl(*(ctypes.c_ulong(a) for a in [*args, 0, 0, 0, 0][:5]))
+
+
+def _prctl_int(option: int) -> int:
+    out = ctypes.c_int(-1)
+    _prctl(option, ctypes.addressof(out))
+    return out.value
+
+
+def _heap_flags(heap: bytearray) -> str:
+    addr = ctypes.addressof((ctypes.c_char * len(heap)).from_buffer(heap))
+    with open("/proc/self/smaps") as fh:
+        inside = False
+        for line in fh:
+            head = line.split()[0]
+            if "-" in head and line[0] in "0123456789abcdef":
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= addr < hi
+            elif inside and line.startswith("VmFlags:"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _kernel_state(heap: bytearray) -> dict:
+    """What the worker can change on itself besides memory, fds and signals. Read with
+    no system call that the state itself changes (TSC: no clock read)."""
+    with open("/proc/self/comm") as fh:
+        comm = fh.read()
+    old = ctypes.create_string_buffer(24)
+    libc.syscall(131, None, old)  # sigaltstack
+    robust, size = ctypes.c_ulong(), ctypes.c_size_t()
+    libc.syscall(274, 0, ctypes.byref(robust), ctypes.byref(size))
+    return {
+        "comm": comm,
+        "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "cpus": sorted(os.sched_getaffinity(0)),
+        "personality": libc.syscall(135, ctypes.c_ulong(0xFFFFFFFF)),
+        "slack": _prctl(30),
+        "tsc": _prctl_int(25),
+        "pdeathsig": _prctl_int(2),
+        "subreaper": _prctl_int(37),
+        "timers": [signal.getitimer(w)[0] > 0 for w in (0, 1, 2)],
+        "altstack": old.raw.hex(),
+        "robust": [robust.value, size.value],
+        "heap_flags": _heap_flags(heap),
+        "vmlck": [x for x in open("/proc/self/status") if x.startswith("VmLck")],
+    }
 
 
 def _mutate(how: str, g: dict, heap: bytearray, spare: int) -> None:
@@ -62,6 +116,42 @@ def _mutate(how: str, g: dict, heap: bytearray, spare: int) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
         # A checkpoint mapping goes away, as when malloc or Python frees an arena.
         assert libc.munmap(spare, 4 * PAGE) == 0
+    elif how == "kernel_state":
+        # Every setting a process may change on itself that the rewind puts back.
+        libc.prctl(15, b"S3CR3T-name", 0, 0, 0)  # PR_SET_NAME
+        resource.setrlimit(resource.RLIMIT_NOFILE, (123, resource.getrlimit(7)[1]))
+        os.setpriority(os.PRIO_PROCESS, 0, 7)
+        os.sched_setaffinity(0, {0})
+        libc.syscall(135, ctypes.c_ulong(0x0040000))  # personality(ADDR_NO_RANDOMIZE)
+        _prctl(29, 4242)  # timer slack
+        _prctl(1, 9)  # parent-death signal
+        _prctl(36, 1)  # child subreaper
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0.05)  # would kill the next request
+        signal.setitimer(signal.ITIMER_REAL, 1000)
+        stack = ctypes.create_string_buffer(1 << 16)
+        g["stack"] = stack
+        libc.syscall(131, struct.pack("QiiQ", ctypes.addressof(stack), 0, 0, 1 << 16), None)
+        libc.syscall(273, ctypes.c_ulong(0x123000), ctypes.c_ulong(24))  # set_robust_list
+        addr = ctypes.addressof((ctypes.c_char * len(heap)).from_buffer(heap)) & ~(PAGE - 1)
+        assert libc.madvise(ctypes.c_void_p(addr), PAGE * 16, 18) == 0  # MADV_WIPEONFORK
+        assert libc.mlock(ctypes.c_void_p(addr), PAGE * 16) == 0
+        libc.mlockall(2)  # MCL_FUTURE
+    elif how == "seccomp":
+        # A filter that makes the injected calls of a rewind "succeed" without effect.
+        prog = b"".join(
+            [struct.pack("HBBI", 0x20, 0, 0, 0)]
+            + [
+                struct.pack("HBBI", 0x15, 0, 1, nr) + struct.pack("HBBI", 0x06, 0, 0, 0x50000)
+                for nr in (3, 95, 13, 11, 12)  # close, umask, rt_sigaction, munmap, brk
+            ]
+            + [struct.pack("HBBI", 0x06, 0, 0, 0x7FFF0000)]
+        )
+        code = ctypes.create_string_buffer(prog)
+        fprog = ctypes.create_string_buffer(
+            struct.pack("HxxxxxxQ", len(prog) // 8, ctypes.addressof(code))
+        )
+        os.open("/etc/hostname", os.O_RDONLY)
+        assert _prctl(22, 2, ctypes.addressof(fprog)) == 0
     elif how == "thread":
         threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
     elif how == "chdir":
@@ -180,8 +270,8 @@ def test_rewind_puts_memory_mappings_brk_fds_umask_signals_and_mask_back(worker)
     [
         ("chdir", ("working directory",)),
         # Re-protecting splits the code mapping; writing it is caught either way.
-        ("patch_code", ("read-only memory", "re-protected")),
-        ("replace_mapping", ("a tracked mapping was replaced",)),
+        ("patch_code", ("read-only memory", "re-protected", "lost its write tracking")),
+        ("replace_mapping", ("a tracked mapping was replaced", "lost its write tracking")),
     ],
 )
 def test_what_a_rewind_cannot_undo_is_refused_not_half_done(worker, how, reason):
@@ -189,6 +279,70 @@ def test_what_a_rewind_cannot_undo_is_refused_not_half_done(worker, how, reason)
     request = start(how)
     _, result = request()
     assert isinstance(result, str) and any(r in result for r in reason), result
+
+
+def test_per_process_kernel_state_is_put_back_and_read_again(worker):
+    ext, start = worker
+    request = start("kernel_state")
+    first, result = request()
+    assert isinstance(result, dict), result
+    for _ in range(2):
+        again, result = request()
+        assert isinstance(result, dict), result
+        assert again == first
+    kernel = first["kernel"]
+    assert "S3CR3T" not in kernel["comm"] and kernel["timers"] == [False] * 3
+    assert "wf" not in kernel["heap_flags"] and "lo" not in kernel["heap_flags"]
+
+
+def test_a_new_seccomp_filter_replaces_the_worker_before_anything_is_injected(worker):
+    ext, start = worker
+    request = start("seccomp")
+    _, result = request()
+    assert isinstance(result, str), result
+    assert result.startswith("the request changed the worker's Seccomp"), result
+
+
+# What the worker's own filter refuses it (EPERM): settings with no outside view that no
+# function needs. Each is (syscall number, arguments).
+REFUSED = {
+    "landlock_restrict_self": (446, [-1, 0]),
+    "syscall user dispatch": (157, [59, 1, 0, 0, 0]),
+    "TSC faulting": (157, [26, 2]),
+    "machine-check kill policy": (157, [33, 1, 1]),
+    "IO flusher": (157, [57, 1]),
+    "memory-deny-write-execute": (157, [65, 1]),
+    "futex hash size": (157, [78, 1, 16, 0]),
+    "securebits": (157, [28, 1]),
+    "keepcaps": (157, [8, 1]),
+    "CPUID faulting": (158, [0x1012, 0]),
+}
+
+
+def test_the_worker_may_not_make_settings_no_rewind_could_see():
+    from rewind.memory import _inplace as ext
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the filter track() installs, in a child of this test process
+        try:
+            ext.track()
+            got = {}
+            for name, (nr, args) in REFUSED.items():
+                rc = libc.syscall(nr, *(ctypes.c_long(a) for a in args))
+                got[name] = [rc, ctypes.get_errno()]
+            # Not over-broad: the name, the timer slack and CPUID reads still work.
+            got["name"] = libc.prctl(15, b"still-works", 0, 0, 0)
+            got["slack"] = _prctl(29, 60000)
+            got["cpuid"] = libc.syscall(158, ctypes.c_long(0x1011), ctypes.c_long(0))
+            os.write(w, json.dumps(got).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = json.loads(_read(r, 1) + os.read(r, 65536))
+    os.waitpid(pid, 0)
+    assert {k: v for k, v in got.items() if k in REFUSED} == {k: [-1, 1] for k in REFUSED}
+    assert got["name"] == 0 and got["slack"] == 0 and got["cpuid"] == 1
 
 
 def test_a_worker_with_threads_is_refused_before_the_reply(worker):

@@ -15,14 +15,18 @@
  *            backup, write-protects everything and lets it go.
  *   stop(pid)   after a request: stops the worker, refuses a worker with threads, kills
  *            its children. Done before the reply, so nothing of the request runs on.
- *   rewind()    after the reply: checks the worker against the checkpoint, makes the
+ *   rewind()    after the reply: checks the worker against the checkpoint (first what
+ *            no rewind may put back, such as a new seccomp filter, before anything is
+ *            injected), puts per-process kernel state back (rlimits, scheduling, prctl
+ *            flags, timers...: "per-process kernel state" below), makes the
  *            kernel-side state equal again by injecting system calls (munmap of new
- *            mappings, brk, close, rt_sigaction, rt_sigprocmask, umask, wait4), copies
+ *            mappings, brk, close, rt_sigaction, rt_sigprocmask, umask, wait4) and reads
+ *            their effect back from /proc, copies
  *            the written pages back through /proc/PID/mem, re-protects them, puts the
  *            registers back so the worker re-enters its gate read, and detaches.
  *   Anything a rewind cannot put back exactly (threads, a replaced or re-protected
  *   checkpoint mapping, a write to code or RELRO, a replaced descriptor, a changed cwd,
- *   POSIX timers, pending signals) is returned as a reason: the caller then kills the
+ *   POSIX timers, pending signals, kernel state that cannot be set back) is returned as a reason: the caller then kills the
  *   worker and starts a new one from the snapshot (fail closed, never fail open).
  *
  * x86-64 Linux >= 6.7 (WP_ASYNC, PAGEMAP_SCAN) only.
@@ -40,9 +44,12 @@
 #include <linux/seccomp.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sched.h>
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/time.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -197,6 +204,8 @@ struct ckpt {
 
 static struct ckpt *C;
 static long page_size;
+static void ks_release(void); /* per-process kernel state, below */
+static int kstate_capture(const char **what);
 
 static double now_ms(void) {
     struct timespec ts;
@@ -618,23 +627,67 @@ static int protect(uintptr_t start, uintptr_t end) {
 
 /* Forbid the worker what would let it hide writes from the rewind: PAGEMAP_SCAN with
  * PM_SCAN_WP_MATCHING re-protects pages it wrote, UFFDIO_WRITEPROTECT likewise, and x32
- * system calls would get around the check of the ioctl number. */
+ * system calls would get around the check of the ioctl number. Also what a request could
+ * leave behind that cannot be seen from outside: a Landlock domain (landlock_restrict_self),
+ * which would restrict and signal to every later request; syscall user dispatch
+ * (PR_SET_SYSCALL_USER_DISPATCH), which would turn the rewinder's injected calls into
+ * SIGSYS in the worker's own code; and the settings of DENIED_PRCTL and CPUID faulting,
+ * which no function needs: refused, they need no injected getter after every request. */
+/* prctl options refused to the worker (argument 0): settings no function needs that
+ * could only be read back by injecting a getter after every request. */
+static const uint32_t DENIED_PRCTL[] = {
+    59, /* PR_SET_SYSCALL_USER_DISPATCH */
+    26, /* PR_SET_TSC */
+    33, /* PR_MCE_KILL */
+    57, /* PR_SET_IO_FLUSHER */
+    65, /* PR_SET_MDWE */
+    78, /* PR_FUTEX_HASH */
+    28, /* PR_SET_SECUREBITS */
+    8,  /* PR_SET_KEEPCAPS */
+};
+#define NDENIED ((int)(sizeof DENIED_PRCTL / sizeof DENIED_PRCTL[0]))
+#define RW_ARCH_SET_CPUID_ 0x1012
+
 static int confine(void) {
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 5, 0), /* x32 */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 5),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)RW_PAGEMAP_SCAN, 2, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)UFFDIO_WRITEPROTECT, 1, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)UFFDIO_UNREGISTER, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = (unsigned short)(sizeof f / sizeof f[0]), .filter = f};
+    struct sock_filter f[32];
+    int n = 0, deny, allow;
+    /* Jumps to DENY/ALLOW are patched once their places are known: jt/jf hold -1 (deny)
+     * or -2 (allow) until then. */
+#define J(op, k, jt, jf) (f[n++] = (struct sock_filter)BPF_JUMP(op, k, jt, jf))
+#define S(op, k) (f[n++] = (struct sock_filter)BPF_STMT(op, k))
+    S(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+    J(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+    S(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+    S(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+    J(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0xff, 0); /* x32 */
+    J(BPF_JMP | BPF_JEQ | BPF_K, SYS_landlock_restrict_self, 0xff, 0);
+    J(BPF_JMP | BPF_JEQ | BPF_K, SYS_arch_prctl, 0, 2);
+    S(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]));
+    J(BPF_JMP | BPF_JEQ | BPF_K, RW_ARCH_SET_CPUID_, 0xff, 0xfe);
+    J(BPF_JMP | BPF_JEQ | BPF_K, SYS_prctl, 0, (unsigned char)(NDENIED + 1));
+    S(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]));
+    for (int i = 0; i < NDENIED; i++)
+        J(BPF_JMP | BPF_JEQ | BPF_K, DENIED_PRCTL[i], 0xff, i == NDENIED - 1 ? 0xfe : 0);
+    J(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 0xfe);
+    S(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1]));
+    J(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)RW_PAGEMAP_SCAN, 0xff, 0);
+    J(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)UFFDIO_WRITEPROTECT, 0xff, 0);
+    J(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)UFFDIO_UNREGISTER, 0xff, 0xfe);
+    deny = n;
+    S(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM);
+    allow = n;
+    S(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+#undef J
+#undef S
+    for (int i = 0; i < n; i++) {
+        if (BPF_CLASS(f[i].code) != BPF_JMP)
+            continue;
+        if (f[i].jt == 0xff || f[i].jt == 0xfe)
+            f[i].jt = (unsigned char)((f[i].jt == 0xff ? deny : allow) - i - 1);
+        if (f[i].jf == 0xff || f[i].jf == 0xfe)
+            f[i].jf = (unsigned char)((f[i].jf == 0xff ? deny : allow) - i - 1);
+    }
+    struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return -errno;
     return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0 ? -errno : 0;
@@ -664,6 +717,7 @@ static void release(void) {
         close(C->uffd);
     if (C->backup)
         munmap(C->backup, C->backup_len);
+    ks_release();
     munmap(C, sizeof *C);
     C = NULL;
 }
@@ -832,6 +886,8 @@ static int capture_state(int gate_fd, const char **what) {
     if ((rc = inject(SYS_brk, 0, 0, 0, 0, &brk_now)) < 0)
         return *what = "reading brk", rc;
     C->brk = (uintptr_t)brk_now;
+    if ((rc = kstate_capture(what)) < 0)
+        return rc;
     /* Back up every writable private mapping; reading also makes each page present,
      * so a page that is missing later was dropped during a request. */
     size_t total = 0;
@@ -1187,6 +1243,722 @@ static const char *repair(const struct pstatus *st) {
     return NULL;
 }
 
+/* ---- per-process kernel state ------------------------------------------------------ */
+/*
+ * What a process can change on itself and keep from one request to the next, besides
+ * memory, descriptors and signals: limits, scheduling, prctl flags, timers, the
+ * alternate signal stack, memory-area flags, seccomp filters, credentials. Recorded at
+ * the checkpoint (kstate_capture), then after every request:
+ *   kstate_check_identity()   before any injected call: what no rewind may put back
+ *            (seccomp filters, no_new_privs, rseq, credentials, capabilities, process
+ *            group, session, namespaces, root, KSM). A seccomp filter could make the
+ *            injected calls below lie: any change means a new worker, with nothing
+ *            injected. (Syscall user dispatch, which could too, and Landlock, which has
+ *            no outside view, are refused to the worker by its own filter: confine().)
+ *   kstate_restore_outside()  what the snapshot process can read and set itself:
+ *            rlimits, affinity, scheduling policy and nice, I/O priority,
+ *            oom_score_adj, coredump_filter (and timer slack when it may).
+ *   kstate_restore_injected() what only the worker can set, or read: comm,
+ *            personality, the robust-futex list, prctl/arch_prctl flags, interval timers,
+ *            sigaltstack, mlock, madvise flags (VmFlags in smaps).
+ * Everything set is read again (from outside where there is a view) and compared;
+ * what still differs is returned as a reason: the worker is replaced.
+ */
+#define RW_PTRACE_GET_RSEQ_CONFIGURATION 0x420f
+#define KS_NLIMITS 16
+#define KS_TEXT 16384
+
+struct rw_sched_attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+    uint32_t util_min, util_max;
+};
+
+struct rw_rseq_cfg {
+    uint64_t abi_pointer;
+    uint32_t abi_size, signature, flags, pad;
+};
+
+struct rw_altstack {
+    uint64_t sp;
+    int32_t flags, pad;
+    uint64_t size;
+};
+
+/* A value only the worker can read (a getter injected into it) and set back. The
+ * getter's result is its return value, or an int it writes to the scratch page (the
+ * argument number ptr_at). The setter takes the value as argument val_at. */
+struct kgetter {
+    const char *what;
+    long nr, a1, a2;
+    int ptr_at;
+    long snr, s1, s2;
+    int val_at;
+};
+
+static const struct kgetter KGET[] = {
+    {"the parent-death signal", SYS_prctl, PR_GET_PDEATHSIG, 0, 2, SYS_prctl,
+     PR_SET_PDEATHSIG, 0, 2},
+    {"the child-subreaper flag", SYS_prctl, PR_GET_CHILD_SUBREAPER, 0, 2, SYS_prctl,
+     PR_SET_CHILD_SUBREAPER, 0, 2},
+    {"the dumpable flag", SYS_prctl, PR_GET_DUMPABLE, 0, 0, SYS_prctl, PR_SET_DUMPABLE, 0, 2},
+    {"the THP-disable flag", SYS_prctl, PR_GET_THP_DISABLE, 0, 0, SYS_prctl,
+     PR_SET_THP_DISABLE, 0, 2},
+    {"the NUMA memory policy", SYS_get_mempolicy, 0, 0, 1, SYS_set_mempolicy, 0, 0, 1},
+};
+#define NKGET ((int)(sizeof KGET / sizeof KGET[0]))
+/* The timer slack's getter, used when /proc/PID/timerslack_ns may not be (no CAP_SYS_NICE). */
+static const struct kgetter KG_SLACK = {
+    "the timer slack", SYS_prctl, PR_GET_TIMERSLACK, 0, 0, SYS_prctl, PR_SET_TIMERSLACK, 0, 2};
+
+/* The two-letter VmFlags of smaps, one bit each; anything unknown is bit 63. */
+static const char VMCODES[][3] = {
+    "rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "gd", "pf", "dw", "lo", "io", "sr",
+    "rr", "dc", "de", "ac", "nr", "ht", "sf", "nl", "ar", "wf", "dd", "sd", "mm", "hg",
+    "nh", "mg", "bt", "mt", "um", "uw", "ss", "sl", "lf", "gu", "pt", "dx"};
+#define VMF(code) (1ULL << vmbit(code))
+
+/* Status lines that no rewind may put back; a change means a new worker. Seccomp and
+ * NoNewPrivs come first so the reason names them. */
+static const char *const ID_KEYS[] = {
+    "Seccomp:", "Seccomp_filters:", "NoNewPrivs:", "Uid:", "Gid:", "Groups:",
+    "CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:", "NSpgid:", "NSsid:",
+    "Speculation_Store_Bypass:", "SpeculationIndirectBranch:", "untag_mask:",
+    "x86_Thread_features:", "x86_Thread_features_locked:", NULL};
+static const char *const NS_NAMES[] = {
+    "cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children",
+    "user", "uts", NULL};
+/* Fields of /proc/PID/stat (1-based): pgrp, session, tty, code/stack and the mm
+ * addresses PR_SET_MM changes. */
+static const int STAT_FIELDS[] = {5, 6, 7, 26, 27, 28, 45, 46, 47, 48, 49, 50, 51, 0};
+
+struct kstate {
+    char id_text[KS_TEXT];
+    unsigned long long stat_fields[16];
+    struct stat ns[16], root;
+    struct rw_rseq_cfg rseq;
+    int has_rseq;
+    char ksm[256];
+    struct rlimit rl[KS_NLIMITS];
+    cpu_set_t cpus;
+    int nice, ioprio;
+    struct rw_sched_attr sched;
+    char oom[32], coredump[32], comm[32];
+    unsigned long persona;
+    unsigned long long slack;
+    int slack_outside;
+    uint64_t robust_head;
+    size_t robust_len;
+    long got[NKGET + 1];
+    int has[NKGET + 1];
+    struct itimerval it[3];
+    struct rw_altstack alt;
+    uint64_t vmflags[MAX_REGIONS];
+    /* Address ranges without special mappings, over which the madvise flags a request
+     * may add are cleared by one call per advice (holes are skipped by the kernel);
+     * without them (a checkpoint that holds such flags), smaps is read every time. */
+    uintptr_t madv_start[8], madv_end[8];
+    int nmadv, madv_fast;
+    char text[KS_TEXT]; /* scratch for /proc texts; wiped after use */
+    char why[160];
+};
+static struct kstate *K;
+
+static int vmbit(const char *c) {
+    for (int i = 0; i < (int)(sizeof VMCODES / sizeof VMCODES[0]); i++)
+        if (VMCODES[i][0] == c[0] && VMCODES[i][1] == c[1])
+            return i;
+    return 63;
+}
+
+static void ks_wipe(void) { memset(K->text, 0, sizeof K->text); }
+
+static void ks_release(void) {
+    if (K)
+        munmap(K, sizeof *K);
+    K = NULL;
+}
+
+static int ks_read(const char *name, char *out, size_t cap) {
+    char path[96];
+    size_t len;
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)C->pid, name);
+    return read_file_into(path, out, cap, &len);
+}
+
+static int ks_write(const char *name, const char *text) {
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)C->pid, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = write(fd, text, strlen(text));
+    int e = errno;
+    close(fd);
+    return n == (ssize_t)strlen(text) ? 0 : -(n < 0 ? e : EIO);
+}
+
+/* The status lines of ID_KEYS, in that order, into out; -errno on failure. */
+static int ks_identity_text(char *out, size_t cap) {
+    int rc = ks_read("status", K->text, sizeof K->text);
+    if (rc < 0)
+        return rc;
+    size_t used = 0;
+    out[0] = 0;
+    for (int k = 0; ID_KEYS[k]; k++) {
+        char key[48];
+        snprintf(key, sizeof key, "\n%s", ID_KEYS[k]);
+        const char *p = strstr(K->text, key);
+        if (!p)
+            continue;
+        p++;
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (used + n + 2 > cap)
+            return -E2BIG;
+        memcpy(out + used, p, n);
+        used += n;
+        out[used++] = '\n';
+        out[used] = 0;
+    }
+    return 0;
+}
+
+/* The first ID_KEYS line that differs between two identity texts. */
+static const char *ks_identity_diff(const char *a, const char *b) {
+    while (*a && *b) {
+        const char *ea = strchr(a, '\n'), *eb = strchr(b, '\n');
+        size_t na = ea ? (size_t)(ea - a) : strlen(a), nb = eb ? (size_t)(eb - b) : strlen(b);
+        if (na != nb || memcmp(a, b, na) != 0)
+            break;
+        a += na + (ea != NULL);
+        b += nb + (eb != NULL);
+    }
+    if (!*a && !*b)
+        return NULL;
+    const char *colon = strchr(*a ? a : b, ':');
+    int n = colon ? (int)(colon - (*a ? a : b)) : 16;
+    snprintf(K->why, sizeof K->why, "the request changed the worker's %.*s (/proc/PID/status)",
+             n > 40 ? 40 : n, *a ? a : b);
+    return K->why;
+}
+
+static int ks_stat_fields(unsigned long long *out) {
+    int rc = ks_read("stat", K->text, sizeof K->text);
+    if (rc < 0)
+        return rc;
+    const char *p = strrchr(K->text, ')'); /* comm may hold anything but not after this */
+    if (!p)
+        return -EPROTO;
+    p += 2;
+    int field = 3, k = 0;
+    while (*p && STAT_FIELDS[k]) {
+        const char *q = p;
+        int neg = *q == '-';
+        if (neg)
+            q++;
+        unsigned long long v = dec_at(&q);
+        if (field == STAT_FIELDS[k])
+            out[k++] = neg ? (unsigned long long)-(long long)v : v;
+        while (*p && *p != ' ')
+            p++;
+        while (*p == ' ')
+            p++;
+        field++;
+    }
+    return STAT_FIELDS[k] ? -EPROTO : 0;
+}
+
+static int ks_namespaces(struct stat *ns, struct stat *root) {
+    char path[96];
+    for (int i = 0; NS_NAMES[i]; i++) {
+        snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)C->pid, NS_NAMES[i]);
+        if (stat(path, &ns[i]) < 0)
+            memset(&ns[i], 0, sizeof ns[i]); /* a namespace kind this kernel lacks */
+    }
+    snprintf(path, sizeof path, "/proc/%d/root", (int)C->pid);
+    return stat(path, root) < 0 ? -errno : 0;
+}
+
+static int ks_sched(struct rw_sched_attr *a) {
+    memset(a, 0, sizeof *a);
+    return syscall(SYS_sched_getattr, C->pid, a, sizeof *a, 0) < 0 ? -errno : 0;
+}
+
+static int ks_robust(uint64_t *head, size_t *len) {
+    void *h = NULL;
+    return syscall(SYS_get_robust_list, C->pid, &h, len) < 0 ? -errno
+                                                             : (*head = (uint64_t)(uintptr_t)h, 0);
+}
+
+static unsigned long ks_hex(const char *name) {
+    if (ks_read(name, K->text, sizeof K->text) < 0)
+        return ~0UL;
+    const char *p = K->text;
+    return (unsigned long)hex_at(&p);
+}
+
+/* Read one getter's value by injection; -errno when the call fails. */
+static int ks_get(const struct kgetter *g, long *val) {
+    long a[6] = {g->a1, g->a2, 0, 0, 0, 0}, ret;
+    int zero = 0;
+    if (g->ptr_at) {
+        a[g->ptr_at - 1] = (long)C->scratch;
+        if (poke(C->scratch, &zero, sizeof zero) < 0)
+            return -EIO;
+    }
+    int rc = inject6(g->nr, a[0], a[1], a[2], a[3], a[4], a[5], &ret);
+    if (rc < 0)
+        return rc;
+    if (ret < 0)
+        return (int)ret;
+    if (!g->ptr_at)
+        return *val = ret, 0;
+    int v;
+    if (pread(C->mem_fd, &v, sizeof v, (off_t)C->scratch) != (ssize_t)sizeof v)
+        return -EIO;
+    *val = v;
+    return 0;
+}
+
+static int ks_set(const struct kgetter *g, long val) {
+    long a[6] = {g->s1, g->s2, 0, 0, 0, 0}, ret;
+    if (!g->snr)
+        return -EPERM;
+    a[g->val_at - 1] = val;
+    int rc = inject6(g->snr, a[0], a[1], a[2], a[3], a[4], a[5], &ret);
+    return rc < 0 ? rc : (ret < 0 ? (int)ret : 0);
+}
+
+static int ks_itimer(int which, struct itimerval *out) {
+    long ret = 0;
+    int rc = inject(SYS_getitimer, which, (long)C->scratch, 0, 0, &ret);
+    if (rc < 0 || ret < 0)
+        return rc < 0 ? rc : (int)ret;
+    return pread(C->mem_fd, out, sizeof *out, (off_t)C->scratch) == (ssize_t)sizeof *out ? 0
+                                                                                         : -EIO;
+}
+
+static int ks_altstack(struct rw_altstack *out) {
+    long ret = 0;
+    int rc = inject(SYS_sigaltstack, 0, (long)C->scratch, 0, 0, &ret);
+    if (rc < 0 || ret < 0)
+        return rc < 0 ? rc : (int)ret;
+    return pread(C->mem_fd, out, sizeof *out, (off_t)C->scratch) == (ssize_t)sizeof *out ? 0
+                                                                                         : -EIO;
+}
+
+/* VmFlags of every mapping, in maps order, into out (which must hold nregions). The
+ * layout equals the checkpoint's when this runs (after repair_maps). */
+static const char *ks_vmflags(uint64_t *out) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/smaps", (int)C->pid);
+    if (read_file_into(path, C->maps_buf, MAPS_BUF, &C->maps_len) < 0)
+        return "reading the worker's smaps failed";
+    int i = -1;
+    for (const char *p = C->maps_buf; *p;) {
+        const char *eol = strchr(p, '\n');
+        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')) {
+            const char *q = p;
+            uintptr_t start = (uintptr_t)hex_at(&q);
+            if (*q == '-') {
+                if (++i >= C->nregions || start != C->regions[i].start)
+                    return "the worker's smaps do not match its mappings";
+                out[i] = 0;
+            }
+        } else if (!strncmp(p, "VmFlags:", 8) && i >= 0) {
+            for (const char *f = p + 8; f < (eol ? eol : f + strlen(f));) {
+                while (*f == ' ')
+                    f++;
+                if (f[0] && f[1] && f[0] != '\n')
+                    out[i] |= 1ULL << vmbit(f);
+                while (*f && *f != ' ' && *f != '\n')
+                    f++;
+            }
+        }
+        if (!eol)
+            break;
+        p = eol + 1;
+    }
+    return i + 1 == C->nregions ? NULL : "the worker's smaps do not match its mappings";
+}
+
+/* The flags a request may add to a checkpoint mapping and the madvise that clears each
+ * (for every mapping at once, in the fast path); sr/rr share MADV_NORMAL. */
+static const struct {
+    const char *code;
+    int advice;
+} UNDO[] = {{"wf", 19 /* MADV_KEEPONFORK */}, {"dc", MADV_DOFORK}, {"dd", 17 /* MADV_DODUMP */},
+            {"sr", MADV_NORMAL},           {"rr", MADV_NORMAL}};
+#define NUNDO ((int)(sizeof UNDO / sizeof UNDO[0]))
+
+/* The fast path: clear what UNDO clears over every range, whatever the request did (a
+ * few injected calls, against about 0.6 ms for reading smaps). 0 or a reason. */
+static const char *ks_clear_vmflags(void) {
+    long ret = 0;
+    for (int u = 0; u < NUNDO; u++) {
+        if (u > 0 && UNDO[u].advice == UNDO[u - 1].advice)
+            continue;
+        for (int i = 0; i < K->nmadv; i++)
+            if (inject(SYS_madvise, (long)K->madv_start[i],
+                       (long)(K->madv_end[i] - K->madv_start[i]), UNDO[u].advice, 0, &ret) < 0 ||
+                (ret != 0 && ret != -ENOMEM))
+                return "clearing the mappings' madvise flags failed";
+    }
+    return NULL;
+}
+
+/* Plan the fast path at the checkpoint: ranges between special mappings, and a trial
+ * of every call (which must change nothing: no UNDO flag is set at the checkpoint). */
+static void ks_plan_vmflags(void) {
+    uint64_t any = 0;
+    K->nmadv = 0;
+    for (int i = 0; i < C->nregions; i++) {
+        const struct region *r = &C->regions[i];
+        if (r->special) /* [vvar] is dont-dump, for one: they are left alone */
+            continue;
+        any |= K->vmflags[i];
+        if (K->nmadv && i > 0 && !C->regions[i - 1].special)
+            K->madv_end[K->nmadv - 1] = r->end;
+        else if (K->nmadv < 8) {
+            K->madv_start[K->nmadv] = r->start;
+            K->madv_end[K->nmadv++] = r->end;
+        } else
+            return;
+    }
+    for (int u = 0; u < NUNDO; u++)
+        if (any & VMF(UNDO[u].code))
+            return;
+    K->madv_fast = ks_clear_vmflags() == NULL;
+}
+
+/* Record everything above; runs once in capture, before the backup is taken. */
+static int kstate_capture(const char **what) {
+    ks_release();
+    void *p = mmap(NULL, sizeof(struct kstate), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return *what = "allocating the kernel-state record", -errno;
+    madvise(p, sizeof(struct kstate), MADV_DONTFORK);
+    K = p;
+    int rc;
+    if ((rc = ks_identity_text(K->id_text, sizeof K->id_text)) < 0 ||
+        (rc = ks_stat_fields(K->stat_fields)) < 0 || (rc = ks_namespaces(K->ns, &K->root)) < 0)
+        return *what = "reading the worker's identity", rc;
+    K->has_rseq = ptrace(RW_PTRACE_GET_RSEQ_CONFIGURATION, C->pid, (void *)sizeof K->rseq,
+                         &K->rseq) > 0;
+    if (ks_read("ksm_stat", K->ksm, sizeof K->ksm) < 0)
+        K->ksm[0] = 0;
+    for (int r = 0; r < KS_NLIMITS; r++)
+        if (prlimit(C->pid, r, NULL, &K->rl[r]) < 0)
+            return *what = "reading the worker's rlimits", -errno;
+    errno = 0;
+    K->nice = getpriority(PRIO_PROCESS, (id_t)C->pid);
+    if (errno || sched_getaffinity(C->pid, sizeof K->cpus, &K->cpus) < 0 ||
+        ks_sched(&K->sched) < 0 ||
+        (K->ioprio = (int)syscall(SYS_ioprio_get, 1, C->pid)) < 0)
+        return *what = "reading the worker's scheduling", -errno;
+    if ((rc = ks_read("oom_score_adj", K->oom, sizeof K->oom)) < 0 ||
+        (rc = ks_read("coredump_filter", K->coredump, sizeof K->coredump)) < 0 ||
+        (rc = ks_read("comm", K->comm, sizeof K->comm)) < 0)
+        return *what = "reading the worker's /proc files", rc;
+    if ((K->persona = ks_hex("personality")) == ~0UL)
+        return *what = "reading the worker's personality", -EIO;
+    char slack[32];
+    K->slack_outside = ks_read("timerslack_ns", slack, sizeof slack) == 0;
+    if (K->slack_outside) {
+        const char *s = slack;
+        K->slack = dec_at(&s);
+    }
+    if ((rc = ks_robust(&K->robust_head, &K->robust_len)) < 0)
+        return *what = "reading the worker's robust-futex list", rc;
+    /* Getters the kernel refuses here (no privilege, an older kernel) are skipped: the
+     * request cannot use the setter either. */
+    for (int i = 0; i <= NKGET; i++) {
+        const struct kgetter *g = i < NKGET ? &KGET[i] : &KG_SLACK;
+        K->has[i] = !(i == NKGET && K->slack_outside) && ks_get(g, &K->got[i]) == 0;
+    }
+    for (int w = 0; w < 3; w++)
+        if ((rc = ks_itimer(w, &K->it[w])) < 0)
+            return *what = "reading the worker's interval timers", rc;
+    if ((rc = ks_altstack(&K->alt)) < 0)
+        return *what = "reading the worker's sigaltstack", rc;
+    const char *why = ks_vmflags(K->vmflags);
+    memset(C->maps_buf, 0, C->maps_len + 1);
+    if (why)
+        return *what = why, -EPROTO;
+    for (int i = 0; i < C->nregions; i++)
+        if (K->vmflags[i] & (VMF("lo") | VMF("lf")))
+            return *what = "the checkpoint holds locked memory (mlock)", -ENOTSUP;
+    ks_plan_vmflags();
+    ks_wipe();
+    return 0;
+}
+
+/* Before any injected call: what only a new worker puts back. */
+static const char *kstate_check_identity(void) {
+    char now[KS_TEXT];
+    const char *why = NULL;
+    unsigned long long fields[16] = {0};
+    struct stat ns[16], root;
+    if (ks_identity_text(now, sizeof now) < 0)
+        why = "reading the worker's status failed";
+    else
+        why = ks_identity_diff(K->id_text, now);
+    if (!why) {
+        struct rw_rseq_cfg rs;
+        memset(&rs, 0, sizeof rs);
+        if (K->has_rseq &&
+            (ptrace(RW_PTRACE_GET_RSEQ_CONFIGURATION, C->pid, (void *)sizeof rs, &rs) <= 0 ||
+             memcmp(&rs, &K->rseq, sizeof rs) != 0))
+            why = "the request changed the worker's rseq registration";
+    }
+    if (!why && (ks_stat_fields(fields) < 0 ||
+                 memcmp(fields, K->stat_fields, sizeof fields) != 0))
+        why = "the request changed the worker's process group, session or mm fields (stat)";
+    if (!why && (ks_namespaces(ns, &root) < 0 || root.st_dev != K->root.st_dev ||
+                 root.st_ino != K->root.st_ino))
+        why = "the request changed the worker's root directory";
+    for (int i = 0; !why && NS_NAMES[i]; i++)
+        if (ns[i].st_ino != K->ns[i].st_ino || ns[i].st_dev != K->ns[i].st_dev)
+            why = "the request moved the worker to another namespace";
+    if (!why && K->ksm[0] &&
+        (ks_read("ksm_stat", K->text, sizeof K->text) < 0 ||
+         strcmp(strstr(K->text, "ksm_merge_any") ? strstr(K->text, "ksm_merge_any") : "",
+                strstr(K->ksm, "ksm_merge_any") ? strstr(K->ksm, "ksm_merge_any") : "") != 0))
+        why = "the request changed the worker's KSM merging";
+    memset(now, 0, sizeof now);
+    ks_wipe();
+    return why;
+}
+
+static int same_sched(const struct rw_sched_attr *a, const struct rw_sched_attr *b) {
+    return a->policy == b->policy && a->flags == b->flags && a->priority == b->priority &&
+           a->runtime == b->runtime && a->deadline == b->deadline && a->period == b->period &&
+           a->util_min == b->util_min && a->util_max == b->util_max;
+}
+
+static int ks_text_is(const char *name, const char *want) {
+    int rc = ks_read(name, K->text, sizeof K->text);
+    int same = rc == 0 && strcmp(K->text, want) == 0;
+    ks_wipe();
+    return same;
+}
+
+/* Put back from the snapshot process what it can set itself; read it again. */
+static const char *kstate_restore_outside(void) {
+    for (int r = 0; r < KS_NLIMITS; r++) {
+        struct rlimit now;
+        if (prlimit(C->pid, r, NULL, &now) < 0)
+            return "reading the worker's rlimits failed";
+        if (now.rlim_cur == K->rl[r].rlim_cur && now.rlim_max == K->rl[r].rlim_max)
+            continue;
+        /* raising the hard limit back needs CAP_SYS_RESOURCE: the re-read says */
+        prlimit(C->pid, r, &K->rl[r], NULL);
+        if (prlimit(C->pid, r, NULL, &now) < 0 || now.rlim_cur != K->rl[r].rlim_cur ||
+            now.rlim_max != K->rl[r].rlim_max)
+            return "a resource limit could not be put back";
+    }
+    cpu_set_t cpus;
+    if (sched_getaffinity(C->pid, sizeof cpus, &cpus) < 0)
+        return "reading the worker's CPU affinity failed";
+    if (!CPU_EQUAL(&cpus, &K->cpus) &&
+        (sched_setaffinity(C->pid, sizeof K->cpus, &K->cpus) < 0 ||
+         sched_getaffinity(C->pid, sizeof cpus, &cpus) < 0 || !CPU_EQUAL(&cpus, &K->cpus)))
+        return "the CPU affinity could not be put back";
+    struct rw_sched_attr sa;
+    if (ks_sched(&sa) < 0)
+        return "reading the worker's scheduling failed";
+    if (!same_sched(&sa, &K->sched)) {
+        struct rw_sched_attr want = K->sched;
+        want.size = sizeof want;
+        want.flags &= 1; /* SCHED_FLAG_RESET_ON_FORK; clamps are compared, not set */
+        if (syscall(SYS_sched_setattr, C->pid, &want, 0) < 0 || ks_sched(&sa) < 0 ||
+            !same_sched(&sa, &K->sched))
+            return "the scheduling policy could not be put back";
+    }
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)C->pid);
+    if (errno)
+        return "reading the worker's nice value failed";
+    if (nice != K->nice) {
+        /* lowering it needs CAP_SYS_NICE (or RLIMIT_NICE): the re-read says */
+        setpriority(PRIO_PROCESS, (id_t)C->pid, K->nice);
+        errno = 0;
+        if (getpriority(PRIO_PROCESS, (id_t)C->pid) != K->nice || errno)
+            return "the nice value could not be put back";
+    }
+    int io = (int)syscall(SYS_ioprio_get, 1, C->pid);
+    if (io != K->ioprio && (syscall(SYS_ioprio_set, 1, C->pid, K->ioprio) < 0 ||
+                            (int)syscall(SYS_ioprio_get, 1, C->pid) != K->ioprio))
+        return "the I/O priority could not be put back";
+    static const char *const files[] = {"oom_score_adj", "coredump_filter"};
+    for (int i = 0; i < 2; i++) {
+        const char *want = i ? K->coredump : K->oom;
+        if (ks_text_is(files[i], want))
+            continue;
+        ks_write(files[i], want);
+        if (!ks_text_is(files[i], want))
+            return i ? "coredump_filter could not be put back"
+                     : "oom_score_adj could not be put back";
+    }
+    if (K->slack_outside) {
+        char want[32];
+        snprintf(want, sizeof want, "%llu\n", K->slack);
+        if (!ks_text_is("timerslack_ns", want)) {
+            ks_write("timerslack_ns", want);
+            if (!ks_text_is("timerslack_ns", want))
+                return "the timer slack could not be put back";
+        }
+    }
+    return NULL;
+}
+
+/* madvise calls that undo a flag a request added to a checkpoint mapping. */
+static const char *ks_undo_vmflags(void) {
+    uint64_t *now = (uint64_t *)(void *)C->found; /* scratch: C->found is free here */
+    const char *why = ks_vmflags(now);
+    int changed = 0;
+    long ret;
+    for (int i = 0; !why && i < C->nregions; i++) {
+        uint64_t gained = now[i] & ~K->vmflags[i] & ~VMF("sd");
+        if (K->vmflags[i] & ~now[i] & VMF("uw")) {
+            why = "a tracked mapping lost its write tracking (userfaultfd)";
+            break;
+        }
+        if (!gained && (K->vmflags[i] & ~now[i] & ~VMF("sd")) == 0)
+            continue;
+        changed = 1;
+        for (int u = 0; u < NUNDO; u++)
+            if ((gained & VMF(UNDO[u].code)) &&
+                inject(SYS_madvise, (long)C->regions[i].start,
+                       (long)(C->regions[i].end - C->regions[i].start), UNDO[u].advice, 0,
+                       &ret) < 0)
+                why = "restoring a mapping's flags failed";
+    }
+    if (!why && changed) {
+        memset(C->maps_buf, 0, C->maps_len + 1);
+        why = ks_vmflags(now);
+        for (int i = 0; !why && i < C->nregions; i++)
+            if ((now[i] ^ K->vmflags[i]) & ~VMF("sd"))
+                why = "a mapping's flags (madvise, mlock: VmFlags) could not be put back";
+    }
+    memset(now, 0, sizeof(uint64_t) * (size_t)C->nregions);
+    return why;
+}
+
+/* What only the worker can read or set: injected getters, setters, and re-reads. Runs
+ * after kstate_check_identity, so no seccomp filter or dispatch range of the request's
+ * can change what the calls do; its writes to the scratch page are copied back. */
+static const char *kstate_restore_injected(void) {
+    long ret;
+    /* mlockall(MCL_FUTURE) leaves no trace until the next mapping: always undo it (the
+     * checkpoint holds no locked memory; capture refuses one that does). */
+    if (inject(SYS_munlockall, 0, 0, 0, 0, &ret) < 0 || ret != 0)
+        return "munlockall in the worker failed";
+    char want[32];
+    if (!ks_text_is("comm", K->comm)) {
+        memset(want, 0, sizeof want);
+        size_t n = strcspn(K->comm, "\n");
+        memcpy(want, K->comm, n < 15 ? n : 15);
+        if (poke(C->scratch, want, 16) < 0 ||
+            inject(SYS_prctl, PR_SET_NAME, (long)C->scratch, 0, 0, &ret) < 0 ||
+            !ks_text_is("comm", K->comm))
+            return "the process name (comm) could not be put back";
+    }
+    if (ks_hex("personality") != K->persona &&
+        (inject(SYS_personality, (long)K->persona, 0, 0, 0, &ret) < 0 ||
+         ks_hex("personality") != K->persona))
+        return "the personality could not be put back";
+    ks_wipe();
+    uint64_t head = 0;
+    size_t len = 0;
+    if (ks_robust(&head, &len) < 0)
+        return "reading the robust-futex list failed";
+    if ((head != K->robust_head || len != K->robust_len) &&
+        (inject(SYS_set_robust_list, (long)K->robust_head, (long)K->robust_len, 0, 0, &ret) < 0 ||
+         ks_robust(&head, &len) < 0 || head != K->robust_head || len != K->robust_len))
+        return "the robust-futex list could not be put back";
+    for (int i = 0; i <= NKGET; i++) {
+        const struct kgetter *g = i < NKGET ? &KGET[i] : &KG_SLACK;
+        long v;
+        if (!K->has[i])
+            continue;
+        if (ks_get(g, &v) < 0)
+            return "reading a prctl setting failed";
+        if (v == K->got[i])
+            continue;
+        if (ks_set(g, K->got[i]) < 0 || ks_get(g, &v) < 0 || v != K->got[i]) {
+            snprintf(K->why, sizeof K->why, "%s could not be put back", g->what);
+            return K->why;
+        }
+    }
+    for (int w = 0; w < 3; w++) {
+        struct itimerval it;
+        if (ks_itimer(w, &it) < 0)
+            return "reading an interval timer failed";
+        /* Worker timers are never armed at the checkpoint (fork does not inherit them):
+         * compare armed or not, not the time left. */
+        int armed = it.it_value.tv_sec || it.it_value.tv_usec;
+        if (!armed && !it.it_interval.tv_sec && !it.it_interval.tv_usec)
+            continue;
+        struct itimerval zero;
+        memset(&zero, 0, sizeof zero);
+        if (poke(C->scratch, &zero, sizeof zero) < 0 ||
+            inject(SYS_setitimer, w, (long)C->scratch, 0, 0, &ret) < 0 || ks_itimer(w, &it) < 0 ||
+            it.it_value.tv_sec || it.it_value.tv_usec || it.it_interval.tv_sec ||
+            it.it_interval.tv_usec)
+            return "an interval timer (setitimer) could not be disarmed";
+    }
+    struct rw_altstack alt;
+    if (ks_altstack(&alt) < 0)
+        return "reading the sigaltstack failed";
+    if (memcmp(&alt, &K->alt, sizeof alt) != 0) {
+        struct rw_altstack put = K->alt;
+        put.flags &= ~SS_ONSTACK;
+        if (poke(C->scratch, &put, sizeof put) < 0 ||
+            inject(SYS_sigaltstack, (long)C->scratch, 0, 0, 0, &ret) < 0 ||
+            ks_altstack(&alt) < 0 || memcmp(&alt, &K->alt, sizeof alt) != 0)
+            return "the sigaltstack could not be put back";
+    }
+    return K->madv_fast ? ks_clear_vmflags() : ks_undo_vmflags();
+}
+
+/* After repair(): its injected calls' effects, read from outside. */
+static const char *kstate_verify_repair(void) {
+    struct pstatus st;
+    if (read_status(C->pid, &st) < 0)
+        return "reading the worker's status failed";
+    if (st.umask != C->st.umask)
+        return "the umask is not the checkpoint's after the repair";
+    if (st.ign != C->st.ign || st.cgt != C->st.cgt || st.blk != C->st.blk)
+        return "the signal dispositions or mask are not the checkpoint's after the repair";
+    char buf[4096];
+    if (ks_read("status", buf, sizeof buf) < 0 || dec_field(buf, "\nVmLck:") != 0) {
+        memset(buf, 0, sizeof buf);
+        return "the worker still holds locked memory after munlockall";
+    }
+    memset(buf, 0, sizeof buf);
+    if (!P.nclose && !P.nsetfl)
+        return NULL;
+    struct saved_fd now[MAX_FDS];
+    int n = read_fds(C->pid, now, MAX_FDS);
+    if (n != C->nfds)
+        return "the descriptors are not the checkpoint's after the repair";
+    for (int i = 0; i < n; i++) {
+        int ok = 0;
+        for (int k = 0; k < C->nfds && !ok; k++)
+            ok = C->fds[k].fd == now[i].fd && C->fds[k].dev == now[i].dev &&
+                 C->fds[k].ino == now[i].ino && C->fds[k].flags == now[i].flags;
+        if (!ok)
+            return "the descriptors are not the checkpoint's after the repair";
+    }
+    return NULL;
+}
+
 #define IOV_BATCH 1024
 
 static int flush_iov(struct iovec *local, struct iovec *remote, int n) {
@@ -1430,8 +2202,14 @@ static PyObject *py_rewind(PyObject *self, PyObject *unused) {
     /* Read again, not taken from stop(): until its children and the orphans died,
      * they could still signal the stopped worker. */
     struct pstatus st;
-    const char *why = read_status(C->pid, &st) < 0 ? "reading the worker's status failed"
-                                                    : check_kernel_state(&st);
+    /* Before anything is injected: a seccomp filter or dispatch range could make the
+     * injected calls lie. */
+    const char *why = kstate_check_identity();
+    if (!why)
+        why = read_status(C->pid, &st) < 0 ? "reading the worker's status failed"
+                                           : check_kernel_state(&st);
+    if (!why)
+        why = kstate_restore_outside();
     if (!why)
         why = plan_maps();
     if (!why)
@@ -1445,11 +2223,15 @@ static PyObject *py_rewind(PyObject *self, PyObject *unused) {
         why = check_found();
     if (!why)
         why = repair_maps();
+    if (!why) /* before the scan: what it writes to the scratch page is copied back */
+        why = kstate_restore_injected();
     if (!why)
         why = scan_or_refuse(1);
     double t2 = now_ms();
     if (!why)
         why = repair(&st);
+    if (!why)
+        why = kstate_verify_repair();
     double t3 = now_ms();
     if (!why)
         why = restore_memory();

@@ -90,6 +90,13 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
+def _debug(ctx: ServeContext, msg: str) -> None:
+    """Log only under REWIND_DEBUG/OW_DEBUG: the log lands in the next activation's
+    stderr, and why a worker was replaced tells that request what the previous one did."""
+    if ctx.debug:
+        ctx.log(msg)
+
+
 def _pad_started(record: bytes) -> bytes:
     return record.rstrip(b"\n").ljust(STARTED_LEN - 1) + b"\n"
 
@@ -233,21 +240,21 @@ class InplaceBackend:
         while True:
             if worker is None:
                 if self.reforks_in_a_row >= MAX_REFORKS_IN_A_ROW:
-                    ctx.log(
+                    _debug(
+                        ctx,
                         f"inplace: {self.reforks_in_a_row} requests in a row could not be "
-                        "rewound in place; serving with fork from now on"
+                        "rewound in place; serving with fork from now on",
                     )
                     return fork_backend().serve(ctx)
                 try:
                     worker = self._start(ctx, ext)
                 except CaptureFailed as exc:
-                    ctx.log(f"inplace: no checkpoint ({exc}); serving with fork instead")
+                    _debug(ctx, f"inplace: no checkpoint ({exc}); serving with fork instead")
                     return fork_backend().serve(ctx)
             try:
                 worker, more = self._serve_one(ctx, ext, worker)
             except StdinLost as exc:
-                if ctx.debug:
-                    ctx.log(f"inplace: {exc}; the proxy starts a new launcher")
+                _debug(ctx, f"inplace: {exc}; the proxy starts a new launcher")
                 return errors.EXIT_STDIN_LOST
             if not more:
                 return EXIT_OK
@@ -320,8 +327,7 @@ class InplaceBackend:
             if reading:
                 # Part of its request may still be in stdin: the proxy starts a new launcher.
                 raise StdinLost(f"the worker died reading its request (status {status})")
-            if ctx.debug:
-                ctx.log(f"inplace worker ended before a request (status {status})")
+            _debug(ctx, f"inplace worker ended before a request (status {status})")
             return None, True
         timeout = None if deadline is None else deadline - time.time()
         ready = poll_readable([w.status_r, w.pidfd], timeout)
@@ -354,7 +360,7 @@ class InplaceBackend:
                 ext.release()
         if problem is not None:
             self.reforks_in_a_row += 1
-            ctx.log(f"inplace: starting a new worker: {problem}")
+            _debug(ctx, f"inplace: starting a new worker: {problem}")
             w.close()
             kill_orphans(None)
             return None, True
