@@ -154,6 +154,9 @@ class ServeOptions:
     checkpoint: str | None = None
     warmup: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Private /tmp, /var/tmp, /dev/shm, /run/lock and IPC namespace (root only); None:
+    # with --files local. Tests of the insecure baseline use it to keep off the host.
+    private: bool | None = None
 
 
 def serve_command(opts: ServeOptions, workdir: str) -> tuple[list[str], dict[str, str]]:
@@ -181,7 +184,8 @@ def serve_command(opts: ServeOptions, workdir: str) -> tuple[list[str], dict[str
             env[key] = val
     env.update(opts.extra_env)
     cmd = [find_proxy(), "-port", str(opts.port)]
-    if env.get("REWIND_FILES", "off") == "local":
+    private = opts.private if opts.private is not None else env.get("REWIND_FILES") == "local"
+    if private:
         # Outside a container /tmp and the other scratch places, and the IPC namespace,
         # are the host's: give the runtime private ones.
         if os.geteuid() != 0:

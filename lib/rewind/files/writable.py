@@ -1,10 +1,10 @@
 """Every place the function user can write, found at run time (sidecar process, root).
 
-Walks every writable mount of this mount namespace (``/proc/self/mountinfo``) in a forked
-child that takes the function user's effective uid, gid and groups, so the kernel's own
-permission check (``faccessat(AT_EACCESS)``: mode bits, ACLs, read-only mounts) decides.
-The child keeps root as its real and saved uid only to list directories the user may
-traverse but not read (names it could still guess). A directory counts when the user can
+Walks every writable mount of this mount namespace (``/proc/self/mountinfo``) with GNU
+find run as the function user (its uid, gid and groups), so the kernel's own permission
+check (``access(2)``: mode bits, ACLs, read-only mounts) decides, at C speed. Directories
+the user may traverse but not read (names it could still guess) are listed as root and
+their entries walked as the user again. A directory counts when the user can
 create entries in it or owns it (an owner can chmod it writable); so does a regular file
 outside such directories. The walk does not enter a writable directory: the local driver
 rewinds it whole. Pseudo filesystems (``/proc``, ``/sys``, cgroups, devpts, mqueue, which
@@ -13,10 +13,9 @@ the IPC reset covers) and device nodes are skipped: writing ``/dev/null`` is not
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
-import stat
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ PSEUDO_FS = frozenset(
     }
 )  # fmt: skip
 SKIPPED_TREES = ("/proc", "/sys")
+FIND = shutil.which("find") or "/usr/bin/find"
 #: Who the walk runs as when the function runs as root: root writes everywhere, so the
 #: places every user can write (the overflow uid, no groups) are rewound.
 NOBODY = 65534
@@ -89,107 +89,43 @@ def _under(path: str, tops: Iterable[str]) -> bool:
     return any(path == t or path.startswith(t.rstrip("/") + "/") for t in tops)
 
 
-class _Walker:
-    """Runs in the forked child with the user's effective ids."""
+def _find_as(
+    uid: int, gid: int, groups: list[int], starts: list[str], skip: tuple[str, ...]
+) -> str:
+    """Run GNU find over ``starts`` as the user (real ids: find's -writable is access(2)).
 
-    def __init__(self, uid: int, skip: tuple[str, ...]) -> None:
-        self.uid = uid
-        self.skip = skip
-        self.dirs: list[str] = []
-        self.files: list[str] = []
-
-    def can_write(self, path: str, st: os.stat_result) -> bool:
-        return st.st_uid == self.uid or os.access(
-            path, os.W_OK | os.X_OK, effective_ids=True, follow_symlinks=False
-        )
-
-    def listing(self, path: str) -> list[os.DirEntry[str]]:
-        try:
-            with os.scandir(path) as it:
-                return list(it)
-        except PermissionError:
-            pass
-        # Traversable but not readable: the user can still open names it knows.
-        os.seteuid(0)
-        try:
-            with os.scandir(path) as it:
-                return list(it)
-        finally:
-            os.seteuid(self.uid)
-
-    def walk_mount(self, point: str) -> None:
-        try:
-            top = os.stat(point, follow_symlinks=False)
-        except OSError:
-            return  # not reachable for the user
-        if stat.S_ISREG(top.st_mode):  # a bind-mounted file
-            if self.can_write(point, top):
-                self.files.append(point)
-            return
-        if not stat.S_ISDIR(top.st_mode):
-            return
-        stack = [point]
-        while stack:
-            path = stack.pop()
-            if _under(path, self.skip):
-                continue
-            try:
-                st = os.stat(path, follow_symlinks=False)
-                if self.can_write(path, st):
-                    self.dirs.append(path)
-                    continue
-                if not os.access(path, os.X_OK, effective_ids=True):
-                    continue
-                entries = self.listing(path)
-            except OSError:
-                continue
-            for de in entries:
-                child = os.path.join(path, de.name)
-                try:
-                    est = de.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if est.st_dev != top.st_dev:
-                    continue  # another mount: walked on its own
-                if stat.S_ISDIR(est.st_mode):
-                    stack.append(child)
-                # Only a group/other write bit (or an ACL, whose mask shows as the group
-                # bits) or ownership can give the user write access to a file.
-                elif (
-                    stat.S_ISREG(est.st_mode)
-                    and (est.st_uid == self.uid or est.st_mode & 0o022)
-                    and self.can_write(child, est)
-                ):
-                    self.files.append(child)
-
-
-def find_writable(user: str, skip: Iterable[str] = ()) -> WritableSet:
-    """Walk as ``user`` (a name or uid) in a forked child; root is walked as nobody.
-
-    ``skip`` lists trees never entered (the sidecar's snapshot dir). Runs as root.
+    Prints, NUL-separated: ``d`` + a directory the user can write or owns (not entered),
+    ``f`` + such a regular file, ``u`` + a directory the user may traverse but not list.
+    Directories the user cannot traverse are not entered (find's errors are dropped).
     """
-    uid, gid, groups = resolve_user(user)
-    skip_t = tuple(skip)
-    start = time.perf_counter()
+    prune: list[str] = []
+    for path in skip:
+        prune += [*(["-o"] if prune else []), "-path", path]
+    user = str(uid)
+    expr = [
+        *(["(", *prune, ")", "-prune", "-o"] if prune else []),
+        "-type", "d", "(", "-user", user, "-o", "-writable", ")", "-printf", "d%p\\0", "-prune",
+        "-o", "-type", "d", "!", "-readable", "-executable", "-printf", "u%p\\0", "-prune",
+        # Only ownership or a group/other write bit (an ACL's mask shows as the group
+        # bits) can give the user a file: the cheap mode test runs before access(2).
+        "-o", "-type", "f", "(", "-user", user, "-o", "(", "-perm", "/022", "-writable", ")",
+        ")", "-printf", "f%p\\0",
+    ]  # fmt: skip
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
+    if pid == 0:  # pragma: no cover - the child execs find
         try:
             os.close(r)
+            os.dup2(w, 1)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
             os.setgroups(groups)
-            os.setegid(gid)
-            os.seteuid(uid)
-            walker = _Walker(uid, skip_t)
-            for point in writable_mounts():
-                walker.walk_mount(point)
-            data = json.dumps({"dirs": walker.dirs, "files": walker.files}).encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(w, view) :]
-            code = 0
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            os.chdir("/")
+            os.execv(FIND, [FIND, "-P", *starts, "-xdev", *expr])
         finally:
-            os._exit(code)
+            os._exit(127)
     os.close(w)
     chunks = []
     try:
@@ -198,10 +134,44 @@ def find_writable(user: str, skip: Iterable[str] = ()) -> WritableSet:
     finally:
         os.close(r)
         _, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise OSError(f"the walk as uid {uid} failed (status {status})")
-    found = json.loads(b"".join(chunks))
+    # find exits 1 when some directory could not be read: expected for most systems.
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) not in (0, 1):
+        raise OSError(f"{FIND} as uid {uid} failed (status {status})")
+    return b"".join(chunks).decode("utf-8", "surrogateescape")
+
+
+def find_writable(user: str, skip: Iterable[str] = ()) -> WritableSet:
+    """Every directory and file ``user`` (a name or uid) can change; root is walked as
+    nobody. ``skip`` lists trees never entered (the sidecar's snapshot dir). Runs as root.
+
+    Directories the user may traverse but not list are listed here, as root, and their
+    entries walked as the user again: the user can open names it guesses.
+    """
+    uid, gid, groups = resolve_user(user)
+    skip_t = tuple(os.path.realpath(p) for p in skip)
+    start = time.perf_counter()
+    dirs: set[str] = set()
+    files: set[str] = set()
+    starts = writable_mounts()
+    seen: set[str] = set()
+    while starts:
+        unlisted: list[str] = []
+        for item in _find_as(uid, gid, groups, starts, skip_t).split("\0"):
+            kind, path = item[:1], item[1:]
+            if kind == "d":
+                dirs.add(path)
+            elif kind == "f":
+                files.add(path)
+            elif kind == "u" and path not in seen:
+                seen.add(path)
+                unlisted.append(path)
+        starts = []
+        for path in unlisted:
+            try:
+                starts += [os.path.join(path, name) for name in sorted(os.listdir(path))]
+            except OSError:
+                continue
     ms = (time.perf_counter() - start) * 1000
-    dirs = tuple(sorted(set(found["dirs"])))
-    files = tuple(sorted(f for f in set(found["files"]) if not _under(f, dirs)))
-    return WritableSet(dirs=dirs, files=files, ms=ms, uid=uid)
+    kept = tuple(sorted(dirs))
+    single = tuple(sorted(f for f in files if not _under(f, kept)))
+    return WritableSet(dirs=kept, files=single, ms=ms, uid=uid)
