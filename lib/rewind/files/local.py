@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 from rewind.files.ipc import IpcNamespace
 from rewind.files.snapshot import Metrics, Snapshot, SnapshotError, capture, rewind
 from rewind.files.store import Store, copy_fd
-from rewind.files.writable import find_writable
+from rewind.files.writable import WritableSet, find_writable
 
 DEFAULT_SNAPSHOT_DIR = "/var/lib/rewind/snapshots"
 
@@ -199,6 +200,7 @@ class LocalDriver:
         shutil.rmtree(self.workdir, ignore_errors=True)
         os.mkdir(self.workdir, 0o700)
         self.ipc = IpcNamespace(self.workdir) if config.derive else None
+        self.walk = _Walk(config) if config.derive else None
         self.snapshots: list[Snapshot] | None = None
         self.generation = 0
         self.counts = {"checkpoints": 0, "rewinds": 0, "errors": 0}
@@ -244,12 +246,16 @@ class LocalDriver:
 
     def _derive(self) -> dict[str, Any]:
         """Add every place the function user can write to the roots (once, at the checkpoint)."""
-        found = find_writable(self.config.user, skip=[self.config.snapshot_dir])
+        assert self.walk is not None
+        waited = time.perf_counter()
+        found = self.walk.result()
+        waited = (time.perf_counter() - waited) * 1000
         self.roots = outermost([*self.roots, *found.dirs])
         check_roots(self.roots, self.config.snapshot_dir, "checkpoint")
         files = [f for f in found.files if not any(f.startswith(r + "/") for r in self.roots)]
         return {
-            "walk_ms": round(found.ms, 1),
+            "walk_ms": round(found.ms, 1),  # the walk, mostly hidden behind the import
+            "walk_wait_ms": round(waited, 1),  # what it added to the checkpoint
             # One string, so the sidecar's debug log prints the derived set.
             "writable": ":".join([*found.dirs, *files]),
             "file_roots": files,
@@ -304,6 +310,34 @@ class LocalDriver:
         self.file_roots = []
         _unmount_below(self.workdir)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class _Walk:
+    """The writable walk, started with the sidecar (at /init, once the action dir is the
+    user's) so that it overlaps the action's import, and joined at the checkpoint.
+
+    The set cannot grow in between: creating or re-permissioning anything needs a
+    writable directory or ownership, and both are already in it.
+    """
+
+    def __init__(self, config: LocalConfig) -> None:
+        self.found: WritableSet | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(config,), daemon=True)
+        self.thread.start()
+
+    def _run(self, config: LocalConfig) -> None:
+        try:
+            self.found = find_writable(config.user, skip=[config.snapshot_dir])
+        except BaseException as exc:  # re-raised in the checkpoint, which fails closed
+            self.error = exc
+
+    def result(self) -> WritableSet:
+        self.thread.join()
+        if self.error is not None:
+            raise DriverError("checkpoint", f"finding the writable places: {self.error}")
+        assert self.found is not None
+        return self.found
 
 
 def _discard(snapshots: list[Snapshot], files: list[FileRoot]) -> None:

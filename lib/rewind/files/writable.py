@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -59,22 +60,28 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def writable_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """Mount points of read-write mounts of storage filesystems, outside /proc and /sys."""
+def mounts(mountinfo: str = "/proc/self/mountinfo") -> tuple[list[str], list[str]]:
+    """(mount points of read-write storage filesystems outside /proc and /sys, mount
+    points of everything else: pseudo filesystems and read-only mounts)."""
     points: list[str] = []
+    others: list[str] = []
     with open(mountinfo, encoding="utf-8", errors="surrogateescape") as fh:
         for line in fh:
             pre, _, post = line.partition(" - ")
             fields, sfields = pre.split(), post.split()
             point = _unescape(fields[4])
-            if "rw" not in fields[5].split(",") or len(sfields) < 3:
-                continue
-            if sfields[0] in PSEUDO_FS or "ro" in sfields[2].split(","):
-                continue
-            if any(point == t or point.startswith(t + "/") for t in SKIPPED_TREES):
-                continue
-            points.append(point)
-    return sorted(set(points))
+            if (
+                "rw" not in fields[5].split(",")
+                or len(sfields) < 3
+                or sfields[0] in PSEUDO_FS
+                or "ro" in sfields[2].split(",")
+                or _under(point, SKIPPED_TREES)
+            ):
+                others.append(point)
+            else:
+                points.append(point)
+    # A mount point seen again later was mounted over: the last mount is the one in use.
+    return sorted(set(points) - set(others)), sorted(set(others))
 
 
 def resolve_user(user: str) -> tuple[int, int, list[int]]:
@@ -111,33 +118,22 @@ def _find_as(
         "-o", "-type", "f", "(", "-user", user, "-o", "(", "-perm", "/022", "-writable", ")",
         ")", "-printf", "f%p\\0",
     ]  # fmt: skip
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child execs find
-        try:
-            os.close(r)
-            os.dup2(w, 1)
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 2)
-            os.setgroups(groups)
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-            os.chdir("/")
-            os.execv(FIND, [FIND, "-P", *starts, "-xdev", *expr])
-        finally:
-            os._exit(127)
-    os.close(w)
-    chunks = []
-    try:
-        while chunk := os.read(r, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-    # find exits 1 when some directory could not be read: expected for most systems.
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) not in (0, 1):
-        raise OSError(f"{FIND} as uid {uid} failed (status {status})")
-    return b"".join(chunks).decode("utf-8", "surrogateescape")
+    # subprocess drops to the user in its C child code: safe in the threaded sidecar.
+    proc = subprocess.run(
+        [FIND, "-P", *starts, "-xdev", *expr],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        cwd="/",
+        user=uid,
+        group=gid,
+        extra_groups=groups,
+        check=False,
+    )
+    # find exits 1 when some directory could not be read: expected on most systems.
+    if proc.returncode not in (0, 1):
+        raise OSError(f"{FIND} as uid {uid} failed (exit status {proc.returncode})")
+    return proc.stdout.decode("utf-8", "surrogateescape")
 
 
 def find_writable(user: str, skip: Iterable[str] = ()) -> WritableSet:
@@ -152,7 +148,11 @@ def find_writable(user: str, skip: Iterable[str] = ()) -> WritableSet:
     start = time.perf_counter()
     dirs: set[str] = set()
     files: set[str] = set()
-    starts = writable_mounts()
+    starts, others = mounts()
+    # find evaluates the mount points below a start point (without entering them): drop
+    # those of pseudo filesystems (/dev/mqueue is reset with the IPC namespace instead)
+    # and read-only mounts.
+    excluded = set(others)
     seen: set[str] = set()
     while starts:
         unlisted: list[str] = []
@@ -172,6 +172,6 @@ def find_writable(user: str, skip: Iterable[str] = ()) -> WritableSet:
             except OSError:
                 continue
     ms = (time.perf_counter() - start) * 1000
-    kept = tuple(sorted(dirs))
-    single = tuple(sorted(f for f in files if not _under(f, kept)))
+    kept = tuple(sorted(dirs - excluded))
+    single = tuple(sorted(f for f in files - excluded if not _under(f, kept)))
     return WritableSet(dirs=kept, files=single, ms=ms, uid=uid)
