@@ -136,7 +136,9 @@ def _find_as(
     return proc.stdout.decode("utf-8", "surrogateescape")
 
 
-def find_writable(user: str, skip: Iterable[str] = ()) -> WritableSet:
+def find_writable(
+    user: str, skip: Iterable[str] = (), tops: list[str] | None = None
+) -> WritableSet:
     """Every directory and file ``user`` (a name or uid) can change; root is walked as
     nobody. ``skip`` lists trees never entered (the sidecar's snapshot dir). Runs as root.
 
@@ -149,6 +151,8 @@ def find_writable(user: str, skip: Iterable[str] = ()) -> WritableSet:
     dirs: set[str] = set()
     files: set[str] = set()
     starts, others = mounts()
+    if tops is not None:  # tests: these trees instead of every mount
+        starts = tops
     # find evaluates the mount points below a start point (without entering them): drop
     # those of pseudo filesystems (/dev/mqueue is reset with the IPC namespace instead)
     # and read-only mounts.
