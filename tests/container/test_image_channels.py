@@ -101,6 +101,8 @@ def test_keyrings_are_refused_to_every_request(start, mode, profile, channel):
     assert "Operation not permitted" in left.get("error", ""), left
     found = warm.result({"op": "peek", "channel": channel})["found"]
     assert "Operation not permitted" in found, found
+    refused = warm.result({"op": "probe_keys"})
+    assert refused == {"add_key": 1, "request_key": 1, "keyctl": 1}, refused  # EPERM
 
 
 def test_no_marker_in_any_writable_place_survives_the_request(start, mode, profile):

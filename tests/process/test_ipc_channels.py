@@ -59,3 +59,20 @@ def test_an_object_that_existed_at_the_checkpoint_is_kept_while_unchanged(serve)
     assert rt.init("ipc_at_import").status == 200, rt.stderr()
     for _ in range(3):
         assert rt.run({}).json() == {"queued": 0}
+
+
+@pytest.mark.parametrize("backend", ["fork", "inplace"])
+def test_shared_memory_attached_at_import_is_refused_at_the_checkpoint(serve, backend):
+    rt = serve(memory=backend, files="local")
+    assert rt.init("ipc_shm_at_import").status == 502
+    rt.rt.stop()
+    assert "shared writable memory" in rt.stderr() and "SYSV" in rt.stderr(), rt.stderr()
+
+
+def test_keyctl_refused_means_no_request_can_store_a_key(serve):
+    """Where keyctl is refused (Docker's seccomp profiles: tests/container) the runtime's
+    clearing does nothing; here keyctl works, so the probe sees it allowed and the
+    attacks above show the clearing."""
+    rt = serve(memory="fork", files="local")
+    assert rt.init("ipc_channels").status == 200
+    assert rt.run({"op": "probe_keys"}).json() == {"add_key": 0, "request_key": 0, "keyctl": 0}

@@ -16,9 +16,10 @@ libc.syscall.restype = ctypes.c_long
 KEY = 0x52574E31  # a fixed SysV key
 MQ_NAME = b"/rewind-attack"
 IPC_CREAT, IPC_NOWAIT, IPC_RMID, GETVAL, SETVAL, SHM_RDONLY = 0o1000, 0o4000, 0, 12, 16, 0o10000
-SYS = {"x86_64": {"add_key": 248, "keyctl": 250}, "aarch64": {"add_key": 217, "keyctl": 219}}[
-    platform.machine()
-]
+SYS = {
+    "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250},
+    "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219},
+}[platform.machine()]
 KEYRINGS = {"keyring_user": -4, "keyring_session": -3, "keyring_user_session": -5}
 KEYCTL_SETPERM, KEYCTL_LINK, KEYCTL_SEARCH, KEYCTL_READ, KEYCTL_INVALIDATE = 5, 8, 10, 11, 21
 CHANNELS = ("msg", "shm", "sem", "mq", *KEYRINGS)
@@ -135,7 +136,22 @@ def clean(channel):
     return {"cleaned": True}
 
 
+def probe_keys():
+    """errno of each keyring syscall (0: allowed), on harmless arguments."""
+    calls = {
+        "add_key": (SYS["add_key"], b"user", b"rewind-probe", b"x", 1, KEYRINGS["keyring_session"]),
+        "request_key": (SYS["request_key"], b"user", b"rewind-probe", None, 0),
+        "keyctl": (SYS["keyctl"], 0, KEYRINGS["keyring_session"], 0),  # GET_KEYRING_ID
+    }
+    out = {}
+    for name, call in calls.items():
+        out[name] = 0 if libc.syscall(*call) >= 0 else ctypes.get_errno()
+    return out
+
+
 def main(args):
+    if args.get("op") == "probe_keys":
+        return probe_keys()
     op, channel = args.get("op", "peek"), args["channel"]
     if op == "leave":
         return leave(channel, args["secret"])
