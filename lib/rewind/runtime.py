@@ -186,8 +186,8 @@ def serve_command(opts: ServeOptions, workdir: str) -> tuple[list[str], dict[str
     cmd = [find_proxy(), "-port", str(opts.port)]
     private = opts.private if opts.private is not None else env.get("REWIND_FILES") == "local"
     if private:
-        # Outside a container /tmp and the other scratch places, and the IPC namespace,
-        # are the host's: give the runtime private ones.
+        # Outside a container /tmp and the other scratch places, the IPC namespace and
+        # the session keyring are the host's: give the runtime private ones.
         if os.geteuid() != 0:
             raise RuntimeError_(
                 "REWIND_FILES=local outside a container needs root, to give the action a "
@@ -197,6 +197,7 @@ def serve_command(opts: ServeOptions, workdir: str) -> tuple[list[str], dict[str
         needed = [str(_REPO_PROXY.parents[1]), sys.prefix, cmd[0], workdir]
         inner = private_places_script(needed)
         cmd = [unshare, "--mount", "--ipc", "--propagation", "private"]
+        cmd += [sys.executable, "-m", "rewind.memory.keyrings"]  # its own session keyring
         cmd += ["/bin/sh", "-c", inner, "sh", find_proxy(), "-port", str(opts.port)]
     return cmd, env
 

@@ -11,10 +11,16 @@ function as root here), so every test removes its key afterwards.
 
 from __future__ import annotations
 
+import platform
+
 import pytest
+
+from rewind.memory import keyrings
 
 CHANNELS = ("msg", "shm", "sem", "mq", "keyring_user", "keyring_session", "keyring_user_session")
 BACKENDS = ("none", "fork", "inplace", "fresh")
+ADD_KEY = {"x86_64": 248, "aarch64": 217}[platform.machine()]
+KEYCTL_INVALIDATE = 21
 SECRET = "4242"  # numeric: a semaphore holds it too
 
 
@@ -76,3 +82,20 @@ def test_keyctl_refused_means_no_request_can_store_a_key(serve):
     rt = serve(memory="fork", files="local")
     assert rt.init("ipc_channels").status == 200
     assert rt.run({"op": "probe_keys"}).json() == {"add_key": 0, "request_key": 0, "keyctl": 0}
+
+
+def test_the_runtime_does_not_possess_the_callers_session_keyring(serve):
+    # A key in the session keyring of whoever runs `rewind serve` (a developer's login)
+    # is out of reach even of the insecure baseline: the runtime has its own session.
+    data = b"caller-secret"
+    key = keyrings._libc.syscall(
+        ADD_KEY, b"user", b"rewind-attack", data, len(data), keyrings.KEY_SPEC_SESSION_KEYRING
+    )
+    assert key > 0
+    try:
+        rt = serve(memory="none", files="off", private=True)
+        assert rt.init("ipc_channels").status == 200
+        found = rt.run({"op": "peek", "channel": "keyring_session"}).json()["found"]
+        assert found is None, found
+    finally:
+        keyrings.keyctl(KEYCTL_INVALIDATE, key)

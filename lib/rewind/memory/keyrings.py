@@ -60,12 +60,8 @@ def start_clean() -> bool:
     Raises OSError when a keyring exists but cannot be emptied: the request must not
     run with another request's keys.
     """
-    try:
-        keyctl(KEYCTL_JOIN_SESSION_KEYRING, 0)  # NULL name: a new anonymous session keyring
-    except OSError as exc:
-        if exc.errno in UNSUPPORTED:
-            return False
-        raise
+    if not join_new_session():
+        return False
     keyctl(KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING)
     keyctl(KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING)
     # Thread and process keyrings are new after fork but stay with an in-place worker;
@@ -85,3 +81,23 @@ def start_clean() -> bool:
         keyctl(KEYCTL_CLEAR, persistent)
     keyctl(KEYCTL_SET_REQKEY_KEYRING, KEY_REQKEY_DEFL_DEFAULT)
     return True
+
+
+def join_new_session() -> bool:
+    """Only a new anonymous session keyring (False when keyctl is refused)."""
+    try:
+        keyctl(KEYCTL_JOIN_SESSION_KEYRING, 0)  # NULL name: a new anonymous keyring
+    except OSError as exc:
+        if exc.errno in UNSUPPORTED:
+            return False
+        raise
+    return True
+
+
+if __name__ == "__main__":
+    # `python -m rewind.memory.keyrings CMD ARGS...`: run CMD in a new session keyring
+    # (`rewind serve`: the runtime must not possess the caller's login session keyring).
+    import sys
+
+    join_new_session()
+    os.execvp(sys.argv[1], sys.argv[1:])
