@@ -109,15 +109,15 @@ def _sem_values(semid: int, row: dict[str, int]) -> tuple[int, ...] | None:
     return (*values[:nsems], *pids)
 
 
+def _rmid(kind: str, ident: int) -> int:
+    if kind == "sem":
+        return int(_libc.semctl(ident, 0, IPC_RMID))
+    return int(getattr(_libc, f"{kind}ctl")(ident, IPC_RMID, None))  # msgctl, shmctl
+
+
 def _remove(kind: str, ident: int, uid: int) -> None:
-    if kind == "msg":
-        call = lambda: _libc.msgctl(ident, IPC_RMID, None)  # noqa: E731
-    elif kind == "shm":
-        call = lambda: _libc.shmctl(ident, IPC_RMID, None)  # noqa: E731
-    else:
-        call = lambda: _libc.semctl(ident, 0, IPC_RMID)  # noqa: E731
     try:
-        _as_uid(uid, lambda: _check(call(), f"{kind}ctl({ident}, IPC_RMID)"))
+        _as_uid(uid, lambda: _check(_rmid(kind, ident), f"{kind}ctl({ident}, IPC_RMID)"))
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.EIDRM):  # already gone
             raise
