@@ -120,9 +120,8 @@ def test_the_derived_set_and_its_cost_are_in_the_debug_log(start, profile):
     warm = start("writes_everywhere", "rewind", profile, env={"REWIND_DEBUG": "1"})
     act = warm.invoke({"op": "find", "secret": "x"})
     assert act.ok, act
-    stderr, _ = "", None
     container = next(c for c in warm.invoker.containers if c.name == warm.container)
-    stdout, stderr = container.logs()
+    _, stderr = container.logs()
     line = next(x for x in stderr.splitlines() if "rewind-sidecar: checkpoint" in x)
     writable = line.split("writable=")[1].split()[0].split(":")
     assert set(SCRATCH) <= set(writable) and "/home/rewind" in writable, line
