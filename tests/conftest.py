@@ -105,6 +105,7 @@ def serve(tmp_path: Path) -> Iterator[Any]:
         checkpoint: str | None = None,
         warmup: str | None = None,
         env: dict[str, str] | None = None,
+        private: bool | None = None,
     ) -> Served:
         idx = len(started)
         out_path = tmp_path / f"stdout-{idx}.log"
@@ -116,6 +117,7 @@ def serve(tmp_path: Path) -> Iterator[Any]:
             checkpoint=checkpoint,
             warmup=warmup,
             extra_env=env or {},
+            private=private,
         )
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             rt = LocalRuntime(opts, stdout=out, stderr=err)

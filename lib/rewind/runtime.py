@@ -173,6 +173,9 @@ class ServeOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Default /init env (``--env``), under every /init's own env; REWIND_INIT_ENV.
     init_env: dict[str, str] = field(default_factory=dict)
+    # Private /tmp, /var/tmp, /dev/shm, /run/lock and IPC namespace (root only); None:
+    # with --files local. Tests of the insecure baseline use it to keep off the host.
+    private: bool | None = None
 
 
 def serve_command(opts: ServeOptions, workdir: str) -> tuple[list[str], dict[str, str]]:
@@ -213,44 +216,62 @@ def serve_command(opts: ServeOptions, workdir: str) -> tuple[list[str], dict[str
         env["REWIND_INIT_ENV"] = json.dumps(opts.init_env)
     env.update(opts.extra_env)
     cmd = [find_proxy(), "-port", str(opts.port)]
-    if env.get("REWIND_FILES", "off") == "local":
-        # Outside a container /tmp is the host's: give the runtime a private one.
+    private = opts.private if opts.private is not None else env.get("REWIND_FILES") == "local"
+    if private:
+        # Outside a container /tmp and the other scratch places, the IPC namespace and
+        # the session keyring are the host's: give the runtime private ones.
         if os.geteuid() != 0:
             raise RuntimeError_(
                 "REWIND_FILES=local outside a container needs root, to give the action a "
                 "private /tmp in its own mount namespace; run the image, or use --files off"
             )
         unshare = shutil.which("unshare") or "/usr/bin/unshare"
-        inner = private_tmp_script(workdir, [str(_REPO_PROXY.parents[1]), sys.prefix, cmd[0]])
-        cmd = [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", inner, "sh", *cmd]
+        needed = [str(_REPO_PROXY.parents[1]), sys.prefix, cmd[0], workdir]
+        inner = private_places_script(needed)
+        cmd = [unshare, "--mount", "--ipc", "--propagation", "private"]
+        cmd += [sys.executable, "-m", "rewind.memory.keyrings"]  # its own session keyring
+        cmd += ["/bin/sh", "-c", inner, "sh", find_proxy(), "-port", str(opts.port)]
     return cmd, env
 
 
-def private_tmp_script(workdir: str, needed: list[str]) -> str:
-    """Shell run in a new mount namespace: an empty tmpfs on /tmp, then exec "$@".
+#: The places every user can write on a usual host; ``rewind serve`` hides them.
+PRIVATE_PLACES = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 
-    Paths the runtime itself needs (a checkout, a virtualenv) that live under /tmp are
-    bind-mounted back into the new /tmp; the file engine skips mount points, so they
-    are never rewound.
+
+def private_places_script(needed: list[str], places: tuple[str, ...] = PRIVATE_PLACES) -> str:
+    """Shell run in new mount and IPC namespaces: an empty tmpfs on each of ``places``
+    that exists, this namespace's mqueue fs on /dev/mqueue, then exec "$@".
+
+    Paths the runtime itself needs (a checkout, a virtualenv, its work directory) that
+    live in one of those places are opened first and bind-mounted back from the open
+    descriptor; the file engine skips mount points, so they are never rewound.
     """
-    keep: list[str] = []
-    for path in sorted({os.path.realpath(p) for p in needed}):
-        if path.startswith("/tmp/") and not any(path.startswith(k + "/") for k in keep):
-            keep.append(path)
-    keep = [os.path.dirname(p) if os.path.isfile(p) else p for p in keep]
-    stash = os.path.join(workdir, "host-tmp")
+    real = sorted({os.path.realpath(p) for p in needed})
+    real = [os.path.dirname(p) if os.path.isfile(p) else p for p in real]
     lines = ["set -e"]
-    if keep:
-        lines += [f"mkdir -p {shlex.quote(stash)}", f"mount --bind /tmp {shlex.quote(stash)}"]
-    lines.append("mount -t tmpfs -o mode=1777 rewind-tmp /tmp")
-    for path in keep:
-        inside = os.path.join(stash, os.path.relpath(path, "/tmp"))
-        lines += [
-            f"mkdir -p {shlex.quote(path)}",
-            f"mount --bind {shlex.quote(inside)} {shlex.quote(path)}",
-        ]
-    if keep:
-        lines.append(f"umount -l {shlex.quote(stash)}")
+    fd = 3
+    for place in places:
+        if not os.path.isdir(place) or os.path.islink(place):
+            continue
+        keep: list[str] = []
+        for path in sorted(p for p in real if p.startswith(place + "/")):
+            if not any(path.startswith(k + "/") for k in keep):
+                keep.append(path)
+        opened = []
+        for path in keep:
+            if fd > 9:  # sh redirects single-digit descriptors only
+                raise RuntimeError_(f"too many runtime paths under {place}: {keep}")
+            lines.append(f"exec {fd}<{shlex.quote(path)}")
+            opened.append((fd, path))
+            fd += 1
+        lines.append(f"mount -t tmpfs -o mode=1777 rewind-private {shlex.quote(place)}")
+        for n, path in opened:
+            lines += [
+                f"mkdir -p {shlex.quote(path)}",
+                f"mount --no-canonicalize --bind /proc/self/fd/{n} {shlex.quote(path)}",
+                f"exec {n}<&-",
+            ]
+    lines.append("if [ -d /dev/mqueue ]; then mount -t mqueue rewind-mqueue /dev/mqueue; fi")
     lines.append('exec "$@"')
     return "\n".join(lines)
 

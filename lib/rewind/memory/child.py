@@ -28,7 +28,7 @@ from rewind.launcher.action import (
     run_request,
 )
 from rewind.launcher.protocol import LineReader, write_all
-from rewind.memory import prefault, sysapi
+from rewind.memory import keyrings, prefault, sysapi
 
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -137,6 +137,7 @@ def _serve(
 ) -> int:
     """The body of ``serve_one``; returns the request process's exit code."""
     harden(close_fds)
+    keyrings.start_clean()  # after harden: the request's final uid owns @u
     prewarm()
     if prefault_pages:
         prefault.touch(prefault_pages)

@@ -35,7 +35,7 @@ from rewind.launcher import errors
 from rewind.launcher.action import deadline_of, flush_logs, run_request
 from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.launcher.protocol import write_all
-from rewind.memory import sysapi
+from rewind.memory import keyrings, sysapi
 from rewind.memory.base import ServeContext, exited_line
 from rewind.memory.child import (
     READING,
@@ -116,6 +116,7 @@ def worker_main(
         uffd = ext.track()
         os.write(status_w, b"R" + str(uffd).encode().rjust(READY_LEN - 1))
         os.read(gate_r, 1)  # the checkpoint: every rewind resumes inside this read
+        keyrings.start_clean()  # per request: this worker keeps its keyrings otherwise
         random.seed()  # every rewind returns to the same state: draw a fresh seed
         wait_for_request(ctx.reader.fd)
         os.write(status_w, READING)
