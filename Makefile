@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 GO_SRC := $(shell find proxy -name '*.go' 2>/dev/null) proxy/go.mod
 PYTEST_ARGS ?=
 
-.PHONY: dev run test lint test-go test-py test-container image bench bench-quick clean
+.PHONY: dev run test lint test-go test-py test-container image bench bench-quick fuzz clean
 
 dev: $(VENV)/.installed build/proxy
 
@@ -46,6 +46,10 @@ test-container: dev image
 	$(PY) -m pytest tests/container -q $(PYTEST_ARGS)
 
 test: lint test-go test-py test-container
+
+# The long fuzzing run of /run bodies (CI runs a short one in test-py).
+fuzz: dev
+	REWIND_FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/process/test_fuzz_run.py -q
 
 bench-quick: dev
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
