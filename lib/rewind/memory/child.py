@@ -27,7 +27,7 @@ from rewind.launcher.action import (
     run_request,
 )
 from rewind.launcher.protocol import LineReader, write_all
-from rewind.memory import prefault, sysapi
+from rewind.memory import identity, prefault, sysapi
 
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -53,6 +53,8 @@ def decode_started(msg: bytes) -> tuple[bool, float | None, int]:
 
 def harden(close_fds: list[int]) -> None:
     """Make this request process unable to reach what it must not hold."""
+    # First: a uid change clears the parent-death signal and resets dumpable.
+    identity.become_function()
     sysapi.die_with_parent(signal.SIGKILL)
     sysapi.set_dumpable(False)
     for fd in close_fds:

@@ -1,0 +1,81 @@
+"""Attacks the snapshot process (its parent, or itself under `none`) and reports its own state.
+
+``{"op": "observe"}`` returns this request process's limits, nice value, affinity,
+scheduling policy, I/O priority, ids and capabilities. ``{"op": "attack", "target":
+"parent"|"self", "how": [...]}`` tries each attack on the target and returns the errno
+name (or "ok") of each.
+"""
+
+import ctypes
+import errno
+import os
+import resource
+import signal
+
+_libc = ctypes.CDLL(None, use_errno=True)
+SYS_IOPRIO_SET, SYS_IOPRIO_GET = 251, 252  # x86-64
+IOPRIO_WHO_PROCESS = 1
+IDLE_IOPRIO = 3 << 13  # IOPRIO_CLASS_IDLE, level 0
+
+
+def _ioprio_set(pid, value):
+    if _libc.syscall(SYS_IOPRIO_SET, IOPRIO_WHO_PROCESS, pid, value) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _status():
+    keep = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapAmb", "NoNewPrivs")
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, val = line.partition(":")
+            if key in keep:
+                out[key] = val.split()
+    return out
+
+
+ATTACKS = {
+    "prlimit": lambda pid: resource.prlimit(pid, resource.RLIMIT_NOFILE, (40, 40)),
+    "nice": lambda pid: os.setpriority(os.PRIO_PROCESS, pid, 19),
+    "affinity": lambda pid: os.sched_setaffinity(pid, {min(os.sched_getaffinity(0))}),
+    "sched": lambda pid: os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0)),
+    "ioprio": lambda pid: _ioprio_set(pid, IDLE_IOPRIO),
+    "stop": lambda pid: os.kill(pid, signal.SIGSTOP),
+    "kill": lambda pid: os.kill(pid, signal.SIGKILL),
+}
+
+
+def observe():
+    return {
+        "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "policy": os.sched_getscheduler(0),
+        "ioprio": _libc.syscall(SYS_IOPRIO_GET, IOPRIO_WHO_PROCESS, 0),
+        "status": _status(),
+        "parent_uid": _parent_uid(),
+        "pid": os.getpid(),
+    }
+
+
+def _parent_uid():
+    with open(f"/proc/{os.getppid()}/status") as fh:
+        for line in fh:
+            if line.startswith("Uid:"):
+                return [int(x) for x in line.split()[1:4]]
+    return []
+
+
+def main(args):
+    if args.get("op") != "attack":
+        return observe()
+    target = os.getpid() if args.get("target") == "self" else os.getppid()
+    results = {}
+    for how in args.get("how", []):
+        try:
+            ATTACKS[how](target)
+            results[how] = "ok"
+        except OSError as exc:
+            results[how] = errno.errorcode.get(exc.errno, str(exc.errno))
+    return {"target": target, "results": results}
