@@ -23,9 +23,8 @@ from typing import Any
 
 import pytest
 
-from rewind.runtime import ActionClient, LocalRuntime, ServeOptions, free_port, serve_command
-
 from conftest import Served, action_source
+from rewind.runtime import ActionClient, LocalRuntime, ServeOptions, free_port, serve_command
 
 pytestmark = pytest.mark.process
 
@@ -139,9 +138,7 @@ def _observe(rt: Served) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("memory", ["fork", "fresh", "inplace"])
-def test_a_request_process_runs_as_the_function_user_with_no_capability(
-    serve_users, users, memory
-):
+def test_a_request_process_runs_as_the_function_user_with_no_capability(serve_users, users, memory):
     fn, snap = users
     rt = serve_users(memory)
     out = _observe(rt)
