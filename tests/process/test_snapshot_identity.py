@@ -207,8 +207,30 @@ def test_a_stopped_launcher_is_resumed_by_the_proxy(serve, memory):
 
 
 def test_without_a_snapshot_user_the_identity_is_shared_and_said_so(serve_users, users):
+    # Today's behaviour, which the tests above would catch: a request can renice the
+    # snapshot process, and every later request inherits it.
     fn, _ = users
     rt = serve_users("fork", snapshot_user=False, debug=True)
     out = _observe(rt)
     assert out["parent_uid"] == [fn.pw_uid] * 3
     assert "shares the function's identity" in rt.stderr()
+    attack = rt.run({"op": "attack", "target": "parent", "how": ["nice"]}).json()
+    assert attack["results"] == {"nice": "ok"}
+    assert _observe(rt)["nice"] == 19
+
+
+def test_the_capabilities_of_import_code_reach_only_the_two_users(serve_users):
+    # The action's import code runs in the launcher, which holds CAP_SETUID and
+    # CAP_SETGID: the seccomp filter lets them take only the two users' ids.
+    out = _observe(serve_users("fork"))["import_probes"]
+    assert int(out.pop("CapEff"), 16) & 0b11000000 == 0b11000000, out  # SETGID, SETUID
+    assert out == {
+        "setresuid_root": "EPERM",
+        "setuid_other": "EPERM",
+        "setgid_other": "EPERM",
+        "setgroups": "EPERM",
+        "userns": "EPERM",
+        "ambient_raise": "EPERM",
+        "setresgid_function": "ok",
+        "setresuid_function": "ok",
+    }

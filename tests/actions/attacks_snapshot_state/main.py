@@ -8,6 +8,7 @@ name (or "ok") of each.
 
 import ctypes
 import errno
+import json
 import os
 import resource
 import signal
@@ -35,6 +36,50 @@ def _status():
     return out
 
 
+def _probe_import_privileges():
+    """At import (the launcher: CAP_SETUID and CAP_SETGID under the seccomp filter), try
+    what the capabilities would allow without the filter, in a throwaway child."""
+    if os.getuid() == 0:
+        return {}  # one identity as root: nothing to confine, and nothing to probe
+    fn_uid = int(os.environ.get("REWIND_FUNCTION_IDS", "0:0").split(":")[0])
+    fn_gid = int(os.environ.get("REWIND_FUNCTION_IDS", "0:0").split(":")[1])
+    probes = {
+        "setresuid_root": lambda: os.setresuid(0, 0, 0),
+        "setuid_other": lambda: os.setuid(4242),
+        "setgid_other": lambda: os.setgid(4242),
+        "setgroups": lambda: os.setgroups([0]),
+        "userns": lambda: _check(_libc.unshare(0x10000000)),
+        "ambient_raise": lambda: _check(_libc.prctl(47, 2, 7, 0, 0)),
+        "setresgid_function": lambda: os.setresgid(fn_gid, fn_gid, fn_gid),
+        "setresuid_function": lambda: os.setresuid(fn_uid, fn_uid, fn_uid),
+    }
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        out = {"CapEff": _status()["CapEff"][0]}
+        for name, probe in probes.items():
+            try:
+                probe()
+                out[name] = "ok"
+            except OSError as exc:
+                out[name] = errno.errorcode.get(exc.errno, str(exc.errno))
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    data = os.read(r, 4096)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def _check(ret):
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+IMPORT_PROBES = _probe_import_privileges()
+
 ATTACKS = {
     "prlimit": lambda pid: resource.prlimit(pid, resource.RLIMIT_NOFILE, (40, 40)),
     "nice": lambda pid: os.setpriority(os.PRIO_PROCESS, pid, 19),
@@ -56,6 +101,7 @@ def observe():
         "status": _status(),
         "parent_uid": _parent_uid(),
         "pid": os.getpid(),
+        "import_probes": IMPORT_PROBES,
     }
 
 
