@@ -341,13 +341,18 @@ def freeze(worker: int, children: Callable[[], list[int]], timeout: float = 1.0)
     """
     send_signal([worker], signal.SIGSTOP)
     limit = time.monotonic() + timeout
+    spins = 0
     while True:
         state = process_state(worker)
         if state in ("T", "t"):
             break
         if state in ("", "Z", "X") or time.monotonic() > limit:
             return False
-        time.sleep(0.00005)
+        spins += 1
+        if spins < 200:
+            os.sched_yield()  # it stops within microseconds unless it is stuck
+        else:
+            time.sleep(0.0005)
     while True:
         pids = [p for p in children() if p not in (worker, signaller_pid())]
         if not pids:
