@@ -259,7 +259,7 @@ def _ignore_signals(saved: dict[int, object]) -> None:
     """SIG_IGN for every catchable signal but _KEEP; the old handlers go into ``saved``."""
     for sig in range(1, signal.NSIG):
         # glibc keeps 32 and 33; None is a handler set outside Python: leave both alone.
-        if sig in _KEEP or sig in (32, 33):
+        if sig in _KEEP or sig in (32, 33) or sig in saved:  # saved: already ignored
             continue
         try:
             if signal.getsignal(sig) is None:
