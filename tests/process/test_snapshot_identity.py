@@ -234,3 +234,24 @@ def test_the_capabilities_of_import_code_reach_only_the_two_users(serve_users):
         "setresgid_function": "ok",
         "setresuid_function": "ok",
     }
+
+
+@pytest.mark.parametrize("memory", ["none", "fork", "inplace"])
+def test_the_snapshot_process_ignores_signals_it_does_not_need(serve, memory):
+    # One shared identity (root, no REWIND_USER): the request may signal the snapshot
+    # process. It ignores what it does not need; request processes still get the
+    # defaults. Under `none` the request's process is the launcher: it dies.
+    rt = serve(memory=memory)
+    assert rt.init(ACTION).status == 200
+    before = rt.run({"op": "observe"}).json()
+    launcher = rt.children()
+    names = list(before["dispositions"])
+    target = "self" if memory == "none" else "parent"
+    for name in names:
+        rt.run({"op": "attack", "target": target, "how": [name]})
+    after = rt.run({"op": "observe"}, deadline_s=10)
+    assert after.status == 200, after.body
+    assert (rt.children() == launcher) == (memory != "none")
+    if memory != "none":
+        assert after.json()["dispositions"] == before["dispositions"]
+        assert "Handlers.SIG_IGN" not in str(before["dispositions"])

@@ -8,6 +8,7 @@ name (or "ok") of each.
 
 import ctypes
 import errno
+import functools
 import json
 import os
 import resource
@@ -89,6 +90,10 @@ ATTACKS = {
     "stop": lambda pid: os.kill(pid, signal.SIGSTOP),
     "kill": lambda pid: os.kill(pid, signal.SIGKILL),
 }
+# Catchable signals whose default action ends or stops a process.
+SHIELDED = ["SIGHUP", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGXFSZ", "SIGTSTP"]
+for _name in SHIELDED:
+    ATTACKS[_name] = functools.partial(lambda sig, pid: os.kill(pid, sig), getattr(signal, _name))
 
 
 def observe():
@@ -102,6 +107,7 @@ def observe():
         "parent_uid": _parent_uid(),
         "pid": os.getpid(),
         "import_probes": IMPORT_PROBES,
+        "dispositions": {n: str(signal.getsignal(getattr(signal, n))) for n in SHIELDED},
     }
 
 
