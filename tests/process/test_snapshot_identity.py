@@ -9,6 +9,8 @@ every attack is refused and later requests see the defaults.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import pwd
 import shlex
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 
 from conftest import Served, action_source
+from rewind.memory import identity, sysapi
 from rewind.runtime import ActionClient, LocalRuntime, ServeOptions, free_port, serve_command
 
 pytestmark = pytest.mark.process
@@ -255,3 +258,42 @@ def test_the_snapshot_process_ignores_signals_it_does_not_need(serve, memory):
     if memory != "none":
         assert after.json()["dispositions"] == before["dispositions"]
         assert "Handlers.SIG_IGN" not in str(before["dispositions"])
+
+
+def test_the_seccomp_filter_confines_setuid_in_a_real_process():
+    # Root holds CAP_SETUID: only the filter stands between it and any uid.
+    ident = identity.Identity(2001, 2002, 3001, 3002)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        out = {}
+        try:
+            sysapi.install_seccomp_filter(identity.filter_program(ident))
+            for name, call in {
+                "root": lambda: os.setresuid(0, 0, 0),
+                "other": lambda: os.setuid(4242),
+                "other_gid": lambda: os.setresgid(-1, 4242, -1),
+                "groups": lambda: os.setgroups([0]),
+                "function_gid": lambda: os.setresgid(3002, 3002, 2002),
+                "function": lambda: os.setresuid(2001, 3001, 2001),
+            }.items():
+                try:
+                    call()
+                    out[name] = "ok"
+                except OSError as exc:
+                    out[name] = errno.errorcode[exc.errno]
+        finally:
+            os.write(w, json.dumps(out).encode())
+            os._exit(0)
+    os.close(w)
+    got = json.loads(os.read(r, 4096))
+    os.waitpid(pid, 0)
+    os.close(r)
+    assert got == {
+        "root": "EPERM",
+        "other": "EPERM",
+        "other_gid": "EPERM",
+        "groups": "EPERM",
+        "function_gid": "ok",
+        "function": "ok",
+    }
