@@ -337,8 +337,11 @@ def freeze(worker: int, children: Callable[[], list[int]], timeout: float = 1.0)
 
     Called before ``acting_as_function``, so that nothing of B's runs while this process
     has B's real uid. ``children`` lists candidates (our children and the worker's live
-    ones); the worker and the signaller are spared.
+    ones); the worker and the signaller are spared. With one identity there is nothing
+    to guard against: it does nothing.
     """
+    if _active is None:
+        return True
     send_signal([worker], signal.SIGSTOP)
     limit = time.monotonic() + timeout
     spins = 0
@@ -366,6 +369,12 @@ def freeze(worker: int, children: Callable[[], list[int]], timeout: float = 1.0)
             except ChildProcessError:
                 pass
         time.sleep(0.0005)
+
+
+def thaw(worker: int) -> None:
+    """After a rewind: let the worker out of the stop ``freeze`` put it in (detached)."""
+    if _active is not None:
+        os.kill(worker, signal.SIGCONT)
 
 
 def process_state(pid: int) -> str:

@@ -317,8 +317,8 @@ class InplaceBackend:
         if problem is None:
             with identity.acting_as_function():
                 result = ext.rewind()
-                if not isinstance(result, str):  # detached, rewound: out of its stop
-                    os.kill(w.pid, signal.SIGCONT)
+                if not isinstance(result, str):  # detached and rewound: resume it
+                    identity.thaw(w.pid)
             if isinstance(result, str):
                 problem = result
                 _discard(w.pid)
