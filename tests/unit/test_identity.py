@@ -5,7 +5,7 @@ import os
 import pytest
 
 from rewind.launcher.errors import FailClosed
-from rewind.memory import identity
+from rewind.memory import identity, setid_filter
 
 IDENT = identity.Identity(
     snapshot_uid=2001, snapshot_gid=2002, function_uid=3001, function_gid=3002
@@ -40,7 +40,7 @@ def test_another_machine_fails_closed():
 
 
 def test_a_jump_out_of_range_is_refused():
-    p = identity._Program()
+    p = setid_filter.Program()
     p.jump(0x15, 0, "far")
     for _ in range(300):
         p.ret(0)

@@ -11,12 +11,9 @@ ruid/euid; ioprio_set(2): caller ruid/euid against target ruid; prlimit(2): call
 against all three target uids) leave no uid set that contains B and is out of B's reach,
 so the snapshot process keeps CAP_SETUID and CAP_SETGID, confined by a seccomp filter:
 
-- ``enter`` (launcher, before the action is imported): no_new_privs and the filter
-  (set*uid only to A or B, set*gid only to A's or B's group, setgroups only empty, no new
-  user namespace: CAP_SETUID would let its uid_map map root; no raising of ambient
-  capabilities; clone3 says ENOSYS so libc falls back to clone, whose flags it can read),
-  then the signaller (below), then ids (A, B, A): the action's import code reads and
-  writes files as B.
+- ``enter`` (launcher, before the action is imported): no_new_privs and the filter of
+  ``setid_filter`` (set*uid only to A or B, and the like), then the signaller (below), then
+  ids (A, B, A): the action's import code reads and writes files as B.
 - ``become_snapshot`` (after the checkpoint): ids (A, A, A), catchable signals ignored.
 - ``become_function`` (every request process, first thing after the fork): ids
   (B, B, B), no supplementary groups, no capability in any set. A uid change resets
@@ -26,9 +23,8 @@ so the snapshot process keeps CAP_SETUID and CAP_SETGID, confined by a seccomp f
   around those calls, while no request code runs, and goes back to (A, A, A) after.
 
 A process at (A, A, A) cannot signal B's processes either (kill(2) above), and the
-snapshot process must SIGKILL a request that overruns and whatever it left behind. The
-signaller does it: a small process forked before the action is imported, which keeps
-CAP_KILL alone (the launcher drops it) and signals only processes whose uids are all B.
+snapshot process must SIGKILL a request that overruns and whatever it left behind: the
+``signaller`` does it, a process with CAP_KILL alone that signals only B's processes.
 Without a snapshot user (a non-root proxy, no REWIND_SNAPSHOT_USER, the launcher started
 by hand) nothing here changes ids: the snapshot process shares the function's identity.
 """
@@ -36,16 +32,15 @@ by hand) nothing here changes ids: the snapshot process shares the function's id
 from __future__ import annotations
 
 import os
-import platform
 import signal
-import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rewind.launcher.errors import FailClosed
-from rewind.memory import sysapi
+from rewind.memory import setid_filter, sysapi
+from rewind.memory.signaller import Signaller, send_direct
 
 ENV = "REWIND_FUNCTION_IDS"  # "uid:gid" of the function user, set by the proxy only
 
@@ -53,7 +48,6 @@ ENV = "REWIND_FUNCTION_IDS"  # "uid:gid" of the function user, set by the proxy 
 # pid, which SIG_IGN would break), SIGTERM (the proxy's way to stop it; only root and the
 # snapshot user can send it), and those no process can catch.
 _KEEP = {signal.SIGCHLD, signal.SIGTERM, signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT}
-_SIGNALLABLE = (signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT)
 
 
 @dataclass(frozen=True)
@@ -89,127 +83,13 @@ class Identity:
 
 
 _active: Identity | None = None
-_signaller: tuple[int, int, int, int] | None = None  # pid, command fd, reply fd, its parent
+_signaller: Signaller | None = None
 _saved_handlers: dict[int, object] = {}
 
 
 def active() -> Identity | None:
     """The identities in force, or None when the snapshot shares the function's."""
     return _active
-
-
-# ---- the seccomp filter -------------------------------------------------------------------
-
-_LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
-_ALLOW, _ERRNO, _KILL = 0x7FFF0000, 0x00050000, 0x80000000
-_EPERM, _ENOSYS = 1, 38
-_CLONE_NEWUSER = 0x10000000
-_NO_ID = 0xFFFFFFFF  # -1: "leave this id unchanged"
-
-# (audit arch, syscall numbers) per machine; anything else fails closed.
-_ARCHES = {
-    "x86_64": (
-        0xC000003E,
-        dict(
-            setuid=105, setgid=106, setreuid=113, setregid=114, setgroups=116,
-            setresuid=117, setresgid=119, setfsuid=122, setfsgid=123, unshare=272,
-            clone=56, clone3=435, prctl=157,
-        ),
-    ),
-    "aarch64": (
-        0xC00000B7,
-        dict(
-            setuid=146, setgid=144, setreuid=145, setregid=143, setgroups=159,
-            setresuid=147, setresgid=149, setfsuid=151, setfsgid=152, unshare=97,
-            clone=220, clone3=435, prctl=167,
-        ),
-    ),
-}  # fmt: skip
-
-
-class _Program:
-    """A classic-BPF program with symbolic jump targets."""
-
-    def __init__(self) -> None:
-        self.code: list[tuple[int, str | None, str | None, int]] = []
-        self.labels: dict[str, int] = {}
-
-    def label(self, name: str) -> None:
-        self.labels[name] = len(self.code)
-
-    def load(self, offset: int) -> None:
-        self.code.append((_LD_ABS, None, None, offset))
-
-    def jump(self, op: int, k: int, true: str | None, false: str | None = None) -> None:
-        self.code.append((op, true, false, k))
-
-    def ret(self, k: int) -> None:
-        self.code.append((_RET, None, None, k))
-
-    def assemble(self) -> bytes:
-        out = b""
-        for i, (op, jt, jf, k) in enumerate(self.code):
-            rel = [0 if t is None else self.labels[t] - i - 1 for t in (jt, jf)]
-            if not all(0 <= r <= 255 for r in rel):
-                raise ValueError("BPF jump out of range")
-            out += struct.pack("=HBBI", op, rel[0], rel[1], k & 0xFFFFFFFF)
-        return out
-
-
-def _arg(i: int) -> int:
-    return 16 + 8 * i  # seccomp_data.args[i], low 32 bits (little-endian): a uid_t
-
-
-def filter_program(ident: Identity, machine: str | None = None) -> bytes:
-    """The snapshot's seccomp filter for this machine (see the module docstring)."""
-    machine = machine or platform.machine()
-    if machine not in _ARCHES:
-        raise FailClosed(f"no seccomp filter for {machine}: cannot confine CAP_SETUID")
-    arch, nr = _ARCHES[machine]
-    uids = (ident.snapshot_uid, ident.function_uid, _NO_ID)
-    gids = (ident.snapshot_gid, ident.function_gid, _NO_ID)
-    p = _Program()
-    p.load(4)
-    p.jump(_JEQ, arch, None, "kill")  # another ABI (i386, x32's own arch) would dodge us
-    p.load(0)
-    if machine == "x86_64":
-        p.jump(_JGE, 0x40000000, "enosys")  # x32 system calls
-    for name, target in (
-        ("setuid", "u1"), ("setfsuid", "u1"), ("setreuid", "u2"), ("setresuid", "u3"),
-        ("setgid", "g1"), ("setfsgid", "g1"), ("setregid", "g2"), ("setresgid", "g3"),
-        ("setgroups", "groups"), ("unshare", "ns"), ("clone", "ns"), ("clone3", "enosys"),
-        ("prctl", "prctl"),
-    ):  # fmt: skip
-        p.jump(_JEQ, nr[name], target)
-    p.ret(_ALLOW)
-    for kind, ids in (("u", uids), ("g", gids)):
-        for n in (3, 2, 1):
-            p.label(f"{kind}{n}")
-            p.load(_arg(n - 1))
-            nxt = f"{kind}{n - 1}" if n > 1 else "allow"
-            for v in ids:
-                p.jump(_JEQ, v, nxt)
-            p.ret(_ERRNO | _EPERM)
-    p.label("groups")
-    p.load(_arg(0))
-    p.jump(_JEQ, 0, "allow", "eperm")
-    p.label("ns")
-    p.load(_arg(0))
-    p.jump(_JSET, _CLONE_NEWUSER, "eperm", "allow")
-    p.label("prctl")
-    p.load(_arg(0))
-    p.jump(_JEQ, sysapi.PR_CAP_AMBIENT, None, "allow")
-    p.load(_arg(1))
-    p.jump(_JEQ, sysapi.PR_CAP_AMBIENT_RAISE, "eperm", "allow")
-    p.label("allow")
-    p.ret(_ALLOW)
-    p.label("eperm")
-    p.ret(_ERRNO | _EPERM)
-    p.label("enosys")
-    p.ret(_ERRNO | _ENOSYS)
-    p.label("kill")
-    p.ret(_KILL)
-    return p.assemble()
 
 
 # ---- switching ids ------------------------------------------------------------------------
@@ -279,11 +159,7 @@ def become_function() -> None:
         signal.signal(sig, handler)  # type: ignore[arg-type]
     _saved_handlers.clear()
     if _signaller is not None:
-        pid, cmd_w, rep_r, parent = _signaller
-        os.close(cmd_w)
-        os.close(rep_r)
-        if parent == os.getpid():  # an in-process backend: it exits at EOF, reap it
-            os.waitpid(pid, 0)
+        _signaller.close()
         _forget_signaller()
     ident = _active
     if ident is None:
@@ -294,6 +170,39 @@ def become_function() -> None:
     sysapi.clear_ambient_capabilities()
     sysapi.set_capabilities(0, 0, 0)
     _forget_identity()
+
+
+def filter_program(ident: Identity, machine: str | None = None) -> bytes:
+    """The seccomp filter that lets set*id calls take only the two users' ids."""
+    return setid_filter.program(
+        (ident.snapshot_uid, ident.function_uid),
+        (ident.snapshot_gid, ident.function_gid),
+        machine,
+    )
+
+
+def _start_signaller(ident: Identity) -> None:
+    global _signaller
+    _signaller = Signaller(ident.function_uid, lambda: _ignore_signals({}))
+
+
+def signaller_pid() -> int | None:
+    """The signaller's pid (a child of the snapshot process that is no request's)."""
+    return _signaller.pid if _signaller is not None else None
+
+
+def send_signal(pids: Iterable[int], sig: int) -> None:
+    """Signal request processes (and whatever they left) from wherever we stand.
+
+    Directly when this process may (one identity, acting as the function user, a
+    process still of the snapshot user), else through the signaller. Gone pids are skipped.
+    """
+    refused = send_direct(pids, sig)
+    if not refused:
+        return
+    if _signaller is None:
+        raise FailClosed(f"no permission to signal processes {refused}")
+    _signaller.send(refused, sig)
 
 
 def _forget_identity() -> None:
@@ -394,106 +303,3 @@ def live_children(pid: int) -> list[int]:
     except OSError:
         return []
     return [k for k in kids if process_state(k) not in ("Z", "X", "")]
-
-
-# ---- the signaller ------------------------------------------------------------------------
-
-
-def _start_signaller(ident: Identity) -> None:
-    global _signaller
-    cmd_r, cmd_w = os.pipe()
-    rep_r, rep_w = os.pipe()
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            # It holds nothing of the launcher's: no request stream, no result channel.
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1):
-                os.dup2(null, fd)
-            keep = sorted((2, cmd_r, rep_w))
-            os.closerange(3, keep[1])
-            os.closerange(keep[1] + 1, keep[2])
-            os.closerange(keep[2] + 1, 1 << 16)
-            _signaller_main(ident, parent, cmd_r, rep_w)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(cmd_r)
-    os.close(rep_w)
-    _signaller = (pid, cmd_w, rep_r, parent)
-
-
-def _signaller_main(ident: Identity, parent: int, cmd_r: int, rep_w: int) -> None:
-    """Signal processes whose uids are all B's, on request; exit at EOF (signaller)."""
-    kill_only = _cap(sysapi.CAP_KILL)
-    sysapi.clear_ambient_capabilities()
-    sysapi.set_capabilities(kill_only, kill_only, 0)
-    sysapi.die_with_parent(signal.SIGKILL)
-    if os.getppid() != parent:
-        return
-    _ignore_signals({})
-    while True:
-        msg = os.read(cmd_r, 4096)
-        if not msg:
-            return
-        fields = msg.split()
-        sent = 0
-        sig = int(fields[0])
-        if sig in _SIGNALLABLE:
-            for pid in map(int, fields[1:]):
-                sent += _signal_if_function(ident.function_uid, pid, sig)
-        os.write(rep_w, str(sent).encode())
-
-
-def _signal_if_function(uid: int, pid: int, sig: int) -> int:
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return 0
-    try:
-        # Checked after the pidfd pins the process: a recycled pid makes the send fail.
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Uid:"):
-                    if {int(x) for x in line.split()[1:4]} != {uid}:
-                        return 0
-                    break
-        signal.pidfd_send_signal(pidfd, sig)
-        return 1
-    except OSError:
-        return 0
-    finally:
-        os.close(pidfd)
-
-
-def signaller_pid() -> int | None:
-    """The signaller's pid (a child of the snapshot process that is no request's)."""
-    return _signaller[0] if _signaller is not None else None
-
-
-def send_signal(pids: Iterable[int], sig: int) -> None:
-    """Signal request processes (and whatever they left) from wherever we stand.
-
-    Directly when this process may (one identity, acting as the function user, a
-    process still of the snapshot user), else through the signaller. Gone pids are skipped.
-    """
-    refused = []
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            refused.append(pid)
-    if not refused:
-        return
-    if _signaller is None:
-        raise FailClosed(f"no permission to signal processes {refused}")
-    _, cmd_w, rep_r, _ = _signaller
-    for i in range(0, len(refused), 256):
-        batch = " ".join(str(p) for p in refused[i : i + 256])
-        os.write(cmd_w, f"{sig} {batch}".encode())
-        if not os.read(rep_r, 16):
-            raise FailClosed("the signaller is gone: request processes cannot be stopped")
