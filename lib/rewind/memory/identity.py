@@ -43,6 +43,7 @@ from rewind.memory import setid_filter, sysapi
 from rewind.memory.signaller import Signaller, send_direct
 
 ENV = "REWIND_FUNCTION_IDS"  # "uid:gid" of the function user, set by the proxy only
+KILL_TIMEOUT_S = 5.0  # as fork.KILL_TIMEOUT_S: leftovers that outlive it fail closed
 
 # Signals the snapshot process must keep: SIGCHLD (it waits for its request processes by
 # pid, which SIG_IGN would break), SIGTERM (the proxy's way to stop it; only root and the
@@ -265,6 +266,7 @@ def freeze(worker: int, children: Callable[[], list[int]], timeout: float = 1.0)
             os.sched_yield()  # it stops within microseconds unless it is stuck
         else:
             time.sleep(0.0005)
+    limit = time.monotonic() + KILL_TIMEOUT_S
     while True:
         pids = [p for p in children() if p not in (worker, signaller_pid())]
         if not pids:
