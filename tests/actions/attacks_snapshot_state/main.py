@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import signal
+import time
 
 _libc = ctypes.CDLL(None, use_errno=True)
 SYS_IOPRIO_SET, SYS_IOPRIO_GET = 251, 252  # x86-64
@@ -105,6 +106,7 @@ def observe():
         "ioprio": _libc.syscall(SYS_IOPRIO_GET, IOPRIO_WHO_PROCESS, 0),
         "status": _status(),
         "parent_uid": _parent_uid(),
+        "parent_nice": _parent_nice(),
         "pid": os.getpid(),
         "import_probes": IMPORT_PROBES,
         "dispositions": {n: str(signal.getsignal(getattr(signal, n))) for n in SHIELDED},
@@ -119,7 +121,31 @@ def _parent_uid():
     return []
 
 
+def _spin(target, seconds):
+    """A leftover process that keeps trying every attack on the target until killed."""
+    if os.fork() != 0:
+        return
+    if os.fork() != 0:
+        os._exit(0)  # the grandchild is orphaned: it re-parents to the snapshot process
+    end = time.time() + seconds
+    while time.time() < end:
+        for how in ("nice", "affinity", "sched", "ioprio", "prlimit", "stop"):
+            try:
+                ATTACKS[how](target)
+            except OSError:
+                pass
+    os._exit(0)
+
+
+def _parent_nice():
+    with open(f"/proc/{os.getppid()}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[16])
+
+
 def main(args):
+    if args.get("op") == "spin":
+        _spin(os.getppid(), float(args.get("seconds", 2)))
+        return {"spinning": True}
     if args.get("op") != "attack":
         return observe()
     target = os.getpid() if args.get("target") == "self" else os.getppid()
