@@ -85,6 +85,9 @@ type Config struct {
 	SidecarCmd []string
 	// User is REWIND_USER; empty when the launcher keeps the proxy's user.
 	User string
+	// SnapshotUser is REWIND_SNAPSHOT_USER: the snapshot process's own user
+	// when User is set (identity.go); empty means it shares User's identity.
+	SnapshotUser string
 	// StopGrace is REWIND_STOP_GRACE: time between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	// Path is the proxy's PATH, given to the compiler and the launcher.
@@ -146,6 +149,7 @@ func Load(environ []string) (Config, error) {
 	cfg.ActionRoot = get("REWIND_ACTION_ROOT", DefaultActionRoot)
 	cfg.Path = env["PATH"]
 	cfg.User = env["REWIND_USER"]
+	cfg.SnapshotUser = env["REWIND_SNAPSHOT_USER"]
 
 	var err error
 	if cfg.MaxBody, err = positiveBytes(env, "REWIND_MAX_BODY", DefaultMaxBody); err != nil {

@@ -71,6 +71,8 @@ type LaunchSpec struct {
 	Env []string
 	// Credential, if set, is the user the launcher runs as.
 	Credential *syscall.Credential
+	// AmbientCaps are capabilities the launcher keeps across exec (identity.go).
+	AmbientCaps []uintptr
 	// Stdout and Stderr are handed to the launcher as fds 1 and 2.
 	Stdout, Stderr *os.File
 	// WaitForAck makes Start wait for the ack line instead of 5 ms.
@@ -179,10 +181,11 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 	env := withStatusFD(spec.Env, len(files))
 	files = append(files, statusW)
 	child, err := r.Start(ProcSpec{
-		Argv:       spec.Argv,
-		Env:        env,
-		Files:      files,
-		Credential: spec.Credential,
+		Argv:        spec.Argv,
+		Env:         env,
+		Files:       files,
+		Credential:  spec.Credential,
+		AmbientCaps: spec.AmbientCaps,
 	})
 	// The child holds its own copies; ours would keep fd 3 open forever
 	// and hide the launcher's death from the reader.

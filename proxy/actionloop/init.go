@@ -287,15 +287,22 @@ func (s *Server) initAction(main string, code []byte) error {
 	if s.cfg.UsesKernelHelper() {
 		argv = []string{selfExe, LaunchRole, argv[0]}
 	}
+	launchCred, caps, err := s.snapshotIdentity(cred)
+	if err != nil {
+		s.stopAction()
+		return startErr(err)
+	}
+	env = withFunctionIDs(env, cred, launchCred)
 	spec := LaunchSpec{
 		Argv:       argv,
 		Env:        env,
-		Credential: cred,
+		Credential: launchCred,
 		Stdout:     s.stdout,
 		Stderr:     s.stderr,
 		WaitForAck: s.cfg.WaitForAck != "",
 		OnStatus:   s.onStatus,
 	}
+	spec.AmbientCaps = caps
 	if s.cfg.Files == FilesLocal {
 		spec.Sidecar = s.cfg.Sidecar
 	}

@@ -123,14 +123,18 @@ func (r *Reaper) loop(sigs <-chan os.Signal) {
 func (r *Reaper) reapAll() {
 	for {
 		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG|syscall.WUNTRACED, nil)
 		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
 		if err != nil || pid <= 0 {
 			return // ECHILD: no children; 0: none exited yet
 		}
-		if ws.Stopped() || ws.Continued() {
+		if ws.Stopped() {
+			r.resumeStopped(pid)
+			continue
+		}
+		if ws.Continued() {
 			continue
 		}
 		r.mu.Lock()
@@ -145,6 +149,18 @@ func (r *Reaper) reapAll() {
 			c.status = ws
 			close(c.done)
 		}
+	}
+}
+
+// resumeStopped sends SIGCONT to a child we started that something stopped:
+// a request that SIGSTOPs the launcher (the snapshot process) must cost at most
+// its own request, not hang every later one until the invoker gives up.
+func (r *Reaper) resumeStopped(pid int) {
+	r.mu.Lock()
+	_, ours := r.children[pid]
+	r.mu.Unlock()
+	if ours {
+		_ = syscall.Kill(pid, syscall.SIGCONT)
 	}
 }
 
@@ -168,6 +184,8 @@ type ProcSpec struct {
 	Files []*os.File
 	// Credential, if set, is the user the child runs as.
 	Credential *syscall.Credential
+	// AmbientCaps are capabilities the child keeps across its exec.
+	AmbientCaps []uintptr
 }
 
 // Start forks and execs spec in a new process group and registers it.
@@ -191,7 +209,7 @@ func (r *Reaper) Start(spec ProcSpec) (*Child, error) {
 		Dir:   spec.Dir,
 		Env:   spec.Env,
 		Files: fds,
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: spec.Credential},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: spec.Credential, AmbientCaps: spec.AmbientCaps},
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -86,3 +86,20 @@ func TestStopEscalatesToSIGKILL(t *testing.T) {
 		t.Fatalf("status %v after %v", child.Status(), time.Since(start))
 	}
 }
+
+func TestAStoppedChildIsResumed(t *testing.T) {
+	// A request that SIGSTOPs the launcher must not hang every later request.
+	child, err := SharedReaper().Start(ProcSpec{Argv: []string{"/bin/sh", "-c", "kill -STOP $$; exit 7"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-child.Done():
+	case <-time.After(5 * time.Second):
+		child.Stop(0)
+		t.Fatal("the stopped child was never resumed")
+	}
+	if child.ExitCode() != 7 {
+		t.Fatalf("exit code %d, want 7", child.ExitCode())
+	}
+}

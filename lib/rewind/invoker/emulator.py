@@ -48,7 +48,12 @@ INVOKER_DEFAULT_ARGS: tuple[str, ...] = (
 )
 ACTION_PORT = 8080
 # Errors that mean "the proxy does not listen yet": the invoker retries /init on them.
-_NOT_LISTENING = (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected)
+_NOT_LISTENING = (
+    BrokenPipeError,  # docker-proxy accepted, the container was not listening yet
+    ConnectionRefusedError,
+    ConnectionResetError,
+    http.client.RemoteDisconnected,
+)
 
 
 class InvokerError(Exception):

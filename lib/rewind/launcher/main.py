@@ -26,6 +26,7 @@ from rewind.launcher.errors import (
     LauncherError,
 )
 from rewind.launcher.protocol import RESULT_FD, LineReader, send_ack
+from rewind.memory import identity
 
 _debug = False  # REWIND_DEBUG / OW_DEBUG, set once by run()
 
@@ -98,8 +99,15 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     _debug = debug_enabled(environ)
     args = parse_args(argv)
     spawn_env = dict(environ)  # what a fresh request process starts with
+    spawn_env.pop(identity.ENV, None)  # it starts as the function user already
     try:
         cfg = LauncherConfig.from_env(environ)
+        if not args.one_shot:
+            ident = identity.Identity.from_env(environ)
+            if ident is not None:
+                identity.enter(ident)  # before any of the action's code runs
+            elif cfg.debug:
+                log("the snapshot process shares the function's identity (no snapshot user)")
         if cfg.memory in ("auto", "fork"):
             for key, val in SINGLE_THREAD_DEFAULTS.items():
                 os.environ.setdefault(key, val)

@@ -16,6 +16,7 @@ from typing import Protocol
 from rewind.launcher.action import ActionMain, error_line, flush_logs, run_request
 from rewind.launcher.errors import EXIT_OK
 from rewind.launcher.protocol import RESULT_FD, LineReader, write_all
+from rewind.memory import identity
 
 
 class FileHook(Protocol):
@@ -100,6 +101,7 @@ class NoneBackend:
 
     def serve(self, ctx: ServeContext) -> int:
         """Answer requests in this process until EOF (runs in the launcher)."""
+        identity.become_function()  # requests run here: no capability, no second identity
         while serve_one_in_process(ctx, catch_exit=False):
             ctx.rewind_files()
         return EXIT_OK

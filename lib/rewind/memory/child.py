@@ -28,7 +28,7 @@ from rewind.launcher.action import (
     run_request,
 )
 from rewind.launcher.protocol import LineReader, write_all
-from rewind.memory import keyrings, prefault, sysapi
+from rewind.memory import identity, keyrings, prefault, sysapi
 
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -70,6 +70,8 @@ def decode_started(msg: bytes) -> tuple[bool, float | None, int]:
 
 def harden(close_fds: list[int]) -> None:
     """Make this request process unable to reach what it must not hold."""
+    # First: a uid change clears the parent-death signal and resets dumpable.
+    identity.become_function()
     sysapi.die_with_parent(signal.SIGKILL)
     sysapi.prefer_for_oom_kill()
     sysapi.set_dumpable(False)

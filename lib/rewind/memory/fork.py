@@ -26,7 +26,7 @@ from rewind.launcher import errors
 from rewind.launcher.action import error_line
 from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.launcher.protocol import write_all
-from rewind.memory import prefault, sysapi
+from rewind.memory import identity, prefault, sysapi
 from rewind.memory.base import ServeContext, exited_line
 from rewind.memory.child import READING, TOOK, decode_started, serve_one
 
@@ -95,17 +95,14 @@ def kill_descendants(
     killed = 0
     limit = time.monotonic() + timeout
     while True:
-        pids = [p for p in children() if p != keep]
+        pids = [p for p in children() if p not in (keep, identity.signaller_pid())]
         if not pids:
             return killed
         if time.monotonic() > limit:
             raise FailClosed(f"processes {pids} left by a request could not be killed")
+        identity.send_signal(pids, signal.SIGKILL)
+        killed += len(pids)
         for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
@@ -217,10 +214,23 @@ def fresh_spawner(ctx: ServeContext, sb: Standby) -> int:
         str(memfd),
         str(status_w),
     ]
-    actions = [(os.POSIX_SPAWN_CLOSE, ctx.result_fd)]
-    if ctx.metrics_fd is not None:
-        actions.append((os.POSIX_SPAWN_CLOSE, ctx.metrics_fd))
-    return os.posix_spawn(sys.executable, argv, ctx.spawn_env, file_actions=actions)
+    # The sidecar connection too: a request holding it could checkpoint or skip rewinds.
+    hook_fd = ctx.files.fileno() if ctx.files is not None else None
+    closing = [ctx.result_fd] + [fd for fd in (hook_fd, ctx.metrics_fd) if fd is not None]
+    if identity.active() is None:
+        actions = [(os.POSIX_SPAWN_CLOSE, fd) for fd in closing]
+        return os.posix_spawn(sys.executable, argv, ctx.spawn_env, file_actions=actions)
+    # posix_spawn cannot change ids: fork, become the function user, exec.
+    pid = os.fork()
+    if pid == 0:
+        try:
+            identity.become_function()
+            for fd in closing:
+                os.close(fd)
+            os.execve(sys.executable, argv, ctx.spawn_env)
+        finally:
+            os._exit(errors.CHILD_INTERNAL_ERROR)
+    return pid
 
 
 class SnapshotProcess:
@@ -235,6 +245,7 @@ class SnapshotProcess:
 
     def serve(self, ctx: ServeContext) -> int:
         """Answer requests through request processes until the proxy closes stdin."""
+        identity.become_snapshot()
         sysapi.set_dumpable(False)
         sysapi.become_subreaper()
         gc.collect()
@@ -315,7 +326,7 @@ class SnapshotProcess:
             timeout = None if deadline is None else deadline - time.time()
             if not poll_readable([pidfd], timeout):
                 timed_out = True
-                os.kill(pid, signal.SIGKILL)
+                identity.send_signal([pid], signal.SIGKILL)
         _, status, usage = os.wait4(pid, 0)
         faults = max(0, usage.ru_minflt - faults_before) if started else 0
         outcome = Outcome(started, status, timed_out, faults)

@@ -35,7 +35,7 @@ from rewind.launcher import errors
 from rewind.launcher.action import deadline_of, flush_logs, run_request
 from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.launcher.protocol import write_all
-from rewind.memory import keyrings, sysapi
+from rewind.memory import identity, keyrings, sysapi
 from rewind.memory.base import ServeContext, exited_line
 from rewind.memory.child import (
     READING,
@@ -78,7 +78,8 @@ def available() -> tuple[bool, str]:
     ext, why = _extension()
     if ext is None:
         return False, why
-    problem = ext.probe()
+    with identity.acting_as_function(children_too=True):  # the probe ptraces a child
+        problem = ext.probe()
     if problem is not None:
         return False, str(problem) + (
             "; in Docker, run with a seccomp profile that allows userfaultfd "
@@ -189,10 +190,7 @@ def _reap(pid: int) -> int:
 
 def _discard(pid: int) -> None:
     """Kill and reap the worker; it may be gone already (a stop can reap it)."""
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    identity.send_signal([pid], signal.SIGKILL)
     _reap(pid)
 
 
@@ -233,6 +231,7 @@ class InplaceBackend:
         ext, why = _extension()
         if ext is None:
             raise FailClosed(why)
+        identity.become_snapshot()
         sysapi.set_dumpable(False)
         sysapi.become_subreaper()
         gc.collect()
@@ -284,7 +283,8 @@ class InplaceBackend:
             w.close()
             raise CaptureFailed(f"the worker did not start (status {status})")
         try:
-            figures = ext.capture(pid, gate_r, int(ready[1:]))
+            with identity.acting_as_function():  # only our code runs in the worker yet
+                figures = ext.capture(pid, gate_r, int(ready[1:]))
         except OSError as exc:
             _discard(pid)
             w.close()
@@ -335,7 +335,11 @@ class InplaceBackend:
         timed_out = not ready
         if w.pidfd in ready:
             return self._lost(ctx, ext, w, timed_out)
-        problem = ext.stop()  # before the reply: nothing of the request runs on
+        # Nothing of the function user's may run while we act as it: stop the worker and
+        # kill the rest first, through the signaller; then ptrace it.
+        frozen = identity.freeze(w.pid, lambda: _own_children() + identity.live_children(w.pid))
+        with identity.acting_as_function():
+            problem = ext.stop() if frozen else "the worker could not be stopped"
         request_faults = _minor_faults(w.pid) - faults_before if ctx.metrics_fd is not None else 0
         died = ext.exit_status()  # it ended while being stopped: answer as for a crash
         if problem is not None:
@@ -354,7 +358,10 @@ class InplaceBackend:
         ctx.rewind_files()
         files_ms = (time.perf_counter() - replied_at) * 1000
         if problem is None:
-            result = ext.rewind()
+            with identity.acting_as_function():
+                result = ext.rewind()
+                if not isinstance(result, str):  # detached and rewound: resume it
+                    identity.thaw(w.pid)
             if isinstance(result, str):
                 problem = result
                 _discard(w.pid)

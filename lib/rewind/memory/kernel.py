@@ -12,6 +12,7 @@ import enum
 from typing import Protocol
 
 from rewind.launcher.errors import EXIT_OK, FailClosed
+from rewind.memory import identity
 from rewind.memory.base import ServeContext, serve_one_in_process
 from rewind.memory.fork import kill_descendants
 from rewind.memory.sysapi import become_subreaper, raw_syscall
@@ -64,6 +65,7 @@ class KernelBackend:
 
     def serve(self, ctx: ServeContext) -> int:
         """Answer requests until EOF; a failed rewind fails closed."""
+        identity.become_function()  # requests run in this process: no capability left
         become_subreaper()
         phase = Phase.FRESH
         while True:
