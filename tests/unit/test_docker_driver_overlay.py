@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from rewind.files.model import SnapshotError
 from rewind.files.overlay import Lowers, OverlaySnapshot
-from rewind.files.snapshot import SnapshotError
 
 pytestmark = pytest.mark.unit
 

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from rewind.files.snapshot import (
-    ChangeKind,
-    Snapshot,
-    SnapshotError,
-    capture,
-    diff,
-    rewind,
-)
+from rewind.files.apply import remove_tree
+from rewind.files.diff import diff
+from rewind.files.model import ChangeKind, Snapshot, SnapshotError
+from rewind.files.snapshot import capture, rewind
 
 pytestmark = pytest.mark.unit
 
@@ -282,8 +278,6 @@ def test_depth_2000_tree_is_captured_and_restored_without_recursion(tmp_path: Pa
     _make_chain(root, 2000)
     snap = capture(root, str(tmp_path / "store"))
     assert len(snap.entries) == 2002
-    from rewind.files.snapshot import remove_tree
-
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     assert remove_tree(fd, "d") == 2001
     os.mkdir("d", dir_fd=fd)

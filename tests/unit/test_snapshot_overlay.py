@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rewind.files.snapshot import capture, diff, rewind
+from rewind.files.diff import diff
+from rewind.files.snapshot import capture, rewind
 
 pytestmark = [
     pytest.mark.unit,

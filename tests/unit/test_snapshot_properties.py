@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rewind.files.snapshot import capture, diff, rewind
+from rewind.files.diff import diff
+from rewind.files.snapshot import capture, rewind
 
 pytestmark = pytest.mark.unit
 

@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewind.files.model import SnapshotError
 from rewind.files.overlay import OverlaySnapshot
-from rewind.files.snapshot import SnapshotError
 
 DEFAULT_HOST_SNAPSHOT_DIR = "/var/lib/rewind/host-snapshots"
 DEFAULT_MAX_BYTES = 1 << 30

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewind.files.snapshot import SnapshotError
+from rewind.files.model import SnapshotError
 
 IPC_RMID = 0
 GETPID = 11

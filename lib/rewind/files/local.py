@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewind.files.ipc import IpcNamespace
-from rewind.files.snapshot import Metrics, Snapshot, SnapshotError, capture, rewind
+from rewind.files.model import Metrics, Snapshot, SnapshotError
+from rewind.files.snapshot import capture, rewind
 from rewind.files.store import Store, copy_fd
 from rewind.files.writable import WritableSet, find_writable
 

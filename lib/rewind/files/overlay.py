@@ -16,7 +16,8 @@ upper layer holds and ``rewind`` makes the merged view equal to that record agai
   at the checkpoint, plus every path restored since); absent if it was a whiteout at the
   checkpoint or lies under a directory that was opaque then; else what the lower layers
   show (looked up with overlay semantics: topmost layer wins, whiteouts and opaque dirs hide
-  lower layers). Content of lower files is copied from the layer itself when restored.
+  lower layers; ``rewind.files.layers``). Content of lower files is copied from the layer
+  itself when restored.
 """
 
 from __future__ import annotations
@@ -25,226 +26,25 @@ import errno
 import os
 import stat
 import time
-from dataclasses import replace
 
-from rewind.files.snapshot import (
+from rewind.files.apply import apply
+from rewind.files.diff import recreate_needed
+from rewind.files.layers import LayerStore, Lowers, is_opaque, is_whiteout
+from rewind.files.model import (
     Change,
     ChangeKind,
     Entry,
     Metrics,
     Snapshot,
     SnapshotError,
-    _capture_one,
-    _close_frames,
-    _content_changed,
-    _enter,
-    _entry,
-    _Frame,
-    _leave_if_done,
-    _sig,
-    apply,
+    join_path,
+    path_order,
+    stat_sig,
 )
-from rewind.files.store import Store
+from rewind.files.walk import PairWalk, read_entry
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_LOWER_KEY = "lower:"
-OPAQUE_XATTR = "trusted.overlay.opaque"
 #: What one recorded entry costs against the storage limit besides its file blocks.
 ENTRY_COST = 256
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
-
-
-def _parent(path: str) -> str:
-    return path.rpartition("/")[0]
-
-
-def is_whiteout(st: os.stat_result) -> bool:
-    """An overlay whiteout: a character device with device number 0/0."""
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def is_opaque(dir_fd: int) -> bool:
-    """Whether an upper/lower directory (open fd) hides the layers below it."""
-    try:
-        return os.getxattr(dir_fd, OPAQUE_XATTR) == b"y"
-    except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP):
-            return False
-        raise
-
-
-def _open_rel(base: int, path: str) -> int:
-    """Open ``path`` (relative, "" = base) below ``base`` one component at a time, O_NOFOLLOW."""
-    fd = os.dup(base)
-    if not path:
-        return fd
-    try:
-        for part in path.split("/"):
-            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-class Lowers:
-    """The read-only lower layers (top first) seen as one tree, with overlay semantics."""
-
-    def __init__(self, roots: list[str]) -> None:
-        self.roots = roots
-        self._fds: list[int] = []
-        self._contrib: dict[str, list[int]] = {}
-
-    def __enter__(self) -> Lowers:
-        try:
-            for root in self.roots:
-                self._fds.append(os.open(root, _DIR_FLAGS))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for fd in self._fds:
-            os.close(fd)
-        self._fds.clear()
-        self._contrib.clear()
-
-    def _dir(self, layer: int, path: str) -> int | None:
-        try:
-            return _open_rel(self._fds[layer], path)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                return None
-            raise
-
-    def _lstat(self, layer: int, path: str) -> os.stat_result | None:
-        parent, _, name = path.rpartition("/")
-        fd = self._dir(layer, parent)
-        if fd is None:
-            return None
-        try:
-            return os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        finally:
-            os.close(fd)
-
-    def _opaque(self, layer: int, path: str) -> bool:
-        fd = self._dir(layer, path)
-        if fd is None:
-            return False
-        try:
-            return is_opaque(fd)
-        finally:
-            os.close(fd)
-
-    def contributors(self, path: str) -> list[int]:
-        """Layers (top first) whose directory ``path`` shows through in the merged lowers."""
-        cached = self._contrib.get(path)
-        if cached is not None:
-            return cached
-        result: list[int] = []
-        if not path:
-            for layer in range(len(self._fds)):
-                result.append(layer)
-                if self._opaque(layer, ""):
-                    break
-        else:
-            for layer in self.contributors(_parent(path)):
-                st = self._lstat(layer, path)
-                if st is None:
-                    continue
-                if is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
-                    break  # hides this name in every layer below
-                result.append(layer)
-                if self._opaque(layer, path):
-                    break
-        self._contrib[path] = result
-        return result
-
-    def lookup(self, path: str) -> tuple[int, os.stat_result] | None:
-        """The topmost layer holding ``path`` and its lstat; None when absent or whited out."""
-        for layer in self.contributors(_parent(path)):
-            st = self._lstat(layer, path)
-            if st is None:
-                continue
-            return None if is_whiteout(st) else (layer, st)
-        return None
-
-    def children(self, path: str) -> dict[str, tuple[int, os.stat_result]]:
-        """The visible entries of directory ``path`` of the merged lowers."""
-        seen: dict[str, tuple[int, os.stat_result] | None] = {}
-        for layer in self.contributors(path):
-            fd = self._dir(layer, path)
-            if fd is None:
-                continue
-            try:
-                with os.scandir(fd) as it:
-                    for de in it:
-                        if de.name in seen:
-                            continue
-                        st = de.stat(follow_symlinks=False)
-                        seen[de.name] = None if is_whiteout(st) else (layer, st)
-            finally:
-                os.close(fd)
-        return {name: hit for name, hit in seen.items() if hit is not None}
-
-    def entry(self, path: str, layer: int, st: os.stat_result) -> Entry:
-        """The record of a lower path; a regular file's blob names the layer file itself."""
-        e = _entry(path, st)
-        if stat.S_ISLNK(st.st_mode):
-            parent, _, name = path.rpartition("/")
-            fd = self._dir(layer, parent)
-            if fd is None:
-                raise OSError(errno.ENOENT, f"lower {path!r} vanished")
-            try:
-                return replace(e, target=os.readlink(name, dir_fd=fd))
-            finally:
-                os.close(fd)
-        if stat.S_ISREG(st.st_mode):
-            return replace(e, blob=f"{_LOWER_KEY}{layer}:{path}")
-        return e
-
-
-class LayerStore(Store):
-    """The blob store of one container, which also serves lower-layer files as blobs.
-
-    Keys ``lower:<layer>:<path>`` open the file in the (read-only, root-owned) layer dir,
-    one ``O_NOFOLLOW`` component at a time; other keys are the store's own blobs.
-    """
-
-    def __init__(self, path: str, lower_roots: list[str]) -> None:
-        super().__init__(path)
-        self.lower_roots = lower_roots
-
-    def open(self, key: str) -> int:
-        if not key.startswith(_LOWER_KEY):
-            return super().open(key)
-        layer, _, path = key[len(_LOWER_KEY) :].partition(":")
-        root = os.open(self.lower_roots[int(layer)], _DIR_FLAGS)
-        try:
-            parent, _, name = path.rpartition("/")
-            pfd = _open_rel(root, parent)
-        finally:
-            os.close(root)
-        try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=pfd)
-        finally:
-            os.close(pfd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise OSError(errno.EINVAL, f"lower {path!r} is not a regular file")
-        return fd
 
 
 class _Budget:
@@ -302,9 +102,9 @@ class OverlaySnapshot:
         return self
 
     def _capture(self, budget: _Budget) -> None:
-        walk = _PairWalk(self.upper, self.merged)
+        walk = PairWalk(self.upper, self.merged)
         try:
-            self.snap._set(_entry("", os.fstat(walk.mtop.fd)))
+            self.snap.record(Entry.from_stat("", os.fstat(walk.mtop.fd)))
             while True:
                 step = walk.next()
                 if step is None:
@@ -323,7 +123,7 @@ class OverlaySnapshot:
         subdirs: list[str] = []
         with os.scandir(ufd) as it:
             for de in it:
-                child = _join(path, de.name)
+                child = join_path(path, de.name)
                 ust = de.stat(follow_symlinks=False)
                 if is_whiteout(ust):
                     self.whiteouts.add(child)
@@ -335,7 +135,7 @@ class OverlaySnapshot:
                 if stat.S_ISREG(ust.st_mode):
                     cost += max(ust.st_blocks * 512, 0)
                 budget.charge(cost)  # before copying: the limit is never exceeded on disk
-                self.snap._set(_capture_one(self.snap.store, mfd, de.name, child, mst))
+                self.snap.record(read_entry(self.snap.store, mfd, de.name, child, mst))
                 if stat.S_ISDIR(ust.st_mode):
                     subdirs.append(de.name)
         return subdirs
@@ -368,7 +168,7 @@ class OverlaySnapshot:
         if found is None:
             return None
         entry = lowers.entry(path, *found)
-        self.snap._set(entry)
+        self.snap.record(entry)
         return entry
 
     def _below(self, path: str, lowers: Lowers) -> list[Change]:
@@ -385,7 +185,7 @@ class OverlaySnapshot:
                     kids.setdefault(name, hit)
             found: list[str] = []
             for name in sorted(kids):
-                child = _join(q, name)
+                child = join_path(q, name)
                 entry = self.expected(child, lowers, kids[name])
                 if entry is None:
                     continue
@@ -405,9 +205,9 @@ class OverlaySnapshot:
         changes: list[Change] = []
         scanned = 0
         root = self.snap.entries[""]
-        walk = _PairWalk(self.upper, self.merged)
+        walk = PairWalk(self.upper, self.merged)
         try:
-            if _sig(os.fstat(walk.mtop.fd)) != root.sig:
+            if stat_sig(os.fstat(walk.mtop.fd)) != root.sig:
                 changes.append(Change(ChangeKind.MODIFY, "", root))
             while True:
                 step = walk.next()
@@ -420,13 +220,15 @@ class OverlaySnapshot:
                 walk.push(path, subdirs)
         finally:
             walk.close()
-        changes.sort(key=_order)
+        changes.sort(key=path_order)
         return changes, scanned
 
-    def _diff_dir(
-        self, path: str, ufd: int | None, mfd: int, lowers: Lowers
-    ) -> tuple[list[Change], int, list[tuple[str, bool]]]:
-        upper: dict[str, bool] = {}  # name -> is a directory in the upper layer
+    def _candidates(
+        self, path: str, ufd: int | None, lowers: Lowers
+    ) -> tuple[dict[str, bool], dict[str, tuple[int, os.stat_result] | None]]:
+        """The names of directory ``path`` that may have changed: the upper layer's (name ->
+        is a directory there), the recorded ones, and lower ones a new opaque dir hides."""
+        upper: dict[str, bool] = {}
         opaque_now = False
         if ufd is not None:
             with os.scandir(ufd) as it:
@@ -441,10 +243,16 @@ class OverlaySnapshot:
             for name, hit in lowers.children(path).items():
                 if kids.get(name) is None:
                     kids[name] = hit
+        return upper, kids
+
+    def _diff_dir(
+        self, path: str, ufd: int | None, mfd: int, lowers: Lowers
+    ) -> tuple[list[Change], int, list[tuple[str, bool]]]:
+        upper, kids = self._candidates(path, ufd, lowers)
         changes: list[Change] = []
         subdirs: list[tuple[str, bool]] = []
         for name in sorted(kids):
-            child = _join(path, name)
+            child = join_path(path, name)
             try:
                 st: os.stat_result | None = os.stat(name, dir_fd=mfd, follow_symlinks=False)
             except FileNotFoundError:
@@ -466,7 +274,7 @@ class OverlaySnapshot:
                 and stat.S_ISDIR(st.st_mode)
                 and (upper.get(name, False) or bool(self.snap.children.get(child)))
             )
-            if _sig(st) == entry.sig:
+            if stat_sig(st) == entry.sig:
                 if descend:
                     subdirs.append((name, upper.get(name, False)))
                 continue
@@ -480,16 +288,9 @@ class OverlaySnapshot:
                 changes.append(Change(ChangeKind.MODIFY, child, entry))
                 if descend:
                     subdirs.append((name, upper.get(name, False)))
-            elif stat.S_ISREG(st.st_mode):
-                recreate = fresh or _content_changed(self.snap.store, mfd, name, st, entry)
-                changes.append(Change(ChangeKind.MODIFY, child, entry, recreate=recreate))
             else:
-                recreate = (
-                    fresh
-                    or not stat.S_ISLNK(st.st_mode)
-                    or st.st_ino != entry.ino
-                    or os.readlink(name, dir_fd=mfd) != entry.target
-                )
+                # A lower entry met for the first time has never been restored: rebuild it.
+                recreate = fresh or recreate_needed(self.snap.store, mfd, name, st, entry)
                 changes.append(Change(ChangeKind.MODIFY, child, entry, recreate=recreate))
         return changes, len(kids), subdirs
 
@@ -508,66 +309,3 @@ class OverlaySnapshot:
         metrics.scanned = scanned
         metrics.ms = (time.perf_counter() - start) * 1000
         return metrics
-
-
-def _order(change: Change) -> list[str]:
-    """Path order: a parent before its children, siblings by name."""
-    return change.path.split("/") if change.path else []
-
-
-class _PairWalk:
-    """Depth-first walk of the same directories in the upper layer and the merged mount.
-
-    Children are opened relative to their parent's fd with O_NOFOLLOW (no link is ever
-    followed, in any component); a parent fd is closed as soon as its last subdirectory
-    has been entered, so a deep chain needs O(1) fds. A directory absent from the upper
-    layer is walked in the merged mount only.
-    """
-
-    def __init__(self, upper: str, merged: str) -> None:
-        self.uframes: set[_Frame] = set()
-        self.mframes: set[_Frame] = set()
-        self.utop = _Frame(os.open(upper, _DIR_FLAGS))
-        self.uframes.add(self.utop)
-        try:
-            self.mtop = _Frame(os.open(merged, _DIR_FLAGS))
-        except BaseException:
-            self.close()
-            raise
-        self.mframes.add(self.mtop)
-        self.stack: list[tuple[str, str, _Frame | None, _Frame | None]] = [("", "", None, None)]
-        self.current: tuple[_Frame | None, _Frame] | None = None
-
-    def next(self) -> tuple[str, int | None, int] | None:
-        """The next directory: (path, upper fd or None, merged fd), or None at the end."""
-        if not self.stack:
-            return None
-        path, name, up, mp = self.stack.pop()
-        if mp is None:
-            uf: _Frame | None = self.utop
-            mf = self.mtop
-        else:
-            mf = _enter(mp, name, self.mframes)
-            uf = _enter(up, name, self.uframes) if up is not None else None
-        self.current = (uf, mf)
-        return path, (uf.fd if uf is not None else None), mf.fd
-
-    def push(self, path: str, subdirs: list[tuple[str, bool]]) -> None:
-        """Queue the subdirectories of the directory ``next`` returned last."""
-        assert self.current is not None
-        uf, mf = self.current
-        mf.pending = len(subdirs)
-        if uf is not None:
-            uf.pending = sum(1 for _, in_upper in subdirs if in_upper)
-        items = [
-            (_join(path, name), name, uf if in_upper else None, mf) for name, in_upper in subdirs
-        ]
-        _leave_if_done(mf, self.mframes)
-        if uf is not None:
-            _leave_if_done(uf, self.uframes)
-        self.current = None
-        self.stack.extend(reversed(items))
-
-    def close(self) -> None:
-        _close_frames(self.uframes)
-        _close_frames(self.mframes)

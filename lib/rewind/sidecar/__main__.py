@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from rewind.files.snapshot import SnapshotError
+from rewind.files.model import SnapshotError
 
 
 def main(argv: list[str] | None = None) -> int:

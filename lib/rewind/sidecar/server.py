@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 from rewind.debug import debug_enabled
-from rewind.files.snapshot import SnapshotError
+from rewind.files.model import SnapshotError
 from rewind.sidecar.protocol import (
     LineReader,
     ProtocolError,
