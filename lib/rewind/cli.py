@@ -16,9 +16,12 @@ import threading
 from collections.abc import Sequence
 from typing import IO, Any
 
+from rewind import settings
 from rewind.runtime import SENTINEL, LocalRuntime, RuntimeError_, ServeOptions, free_port
 
-MEMORY_CHOICES = ("auto", "kernel", "fork", "fresh", "inplace", "none")
+MEMORY_CHOICES = settings.MEMORY.choices
+#: ``docker`` needs a host sidecar that ``rewind serve`` does not run.
+FILES_CHOICES = tuple(c for c in settings.FILES.choices if c != "docker")
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -50,10 +53,13 @@ def _add_runtime_options(p: argparse.ArgumentParser, env_help: str) -> None:
         metavar="K=V",
         help=env_help,
     )
-    p.add_argument("--memory", choices=MEMORY_CHOICES, help="REWIND_MEMORY (default auto)")
-    p.add_argument("--files", choices=("off", "local"), help="REWIND_FILES (default off)")
-    p.add_argument("--checkpoint", choices=("init", "warmup", "first-request"))
-    p.add_argument("--warmup", help="REWIND_WARMUP: JSON payload for the warm-up run")
+    for opt, setting, choices in (
+        ("--memory", settings.MEMORY, MEMORY_CHOICES),
+        ("--files", settings.FILES, FILES_CHOICES),
+        ("--checkpoint", settings.CHECKPOINT, settings.CHECKPOINT.choices),
+    ):
+        p.add_argument(opt, choices=choices, help=f"{setting.name} (default {setting.default})")
+    p.add_argument("--warmup", help=f"{settings.WARMUP.name}: JSON payload for the warm-up run")
 
 
 def build_parser() -> argparse.ArgumentParser:

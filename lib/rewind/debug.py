@@ -3,21 +3,19 @@
 The invoker turns the container's stdout and stderr into users' activation logs, so the
 runtime prints nothing of its own there unless an operator asks for it. ``REWIND_DEBUG``
 and ``OW_DEBUG`` parse the same way here and in the Go proxy (``debugOn`` in
-proxy/actionloop/config.go): empty, ``0``, ``false``, ``no`` and ``off`` (any case) are
-off, anything else is on; either variable turns debugging on.
+proxy/actionloop/config.go): the catalogue's boolean rule (``rewind.settings.parse_bool``:
+empty, ``0``, ``false``, ``no`` and ``off``, any case, are off, anything else is on);
+either variable turns debugging on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-DEBUG_VARS = ("REWIND_DEBUG", "OW_DEBUG")
-_OFF = ("", "0", "false", "no", "off")
+from rewind.settings import DEBUG_VARS
+from rewind.settings import parse_bool as flag_on
 
-
-def flag_on(value: str | None) -> bool:
-    """True when a debug variable's value means "on"."""
-    return (value or "").strip().lower() not in _OFF
+__all__ = ["DEBUG_VARS", "debug_enabled", "flag_on"]
 
 
 def debug_enabled(environ: Mapping[str, str]) -> bool:

@@ -79,7 +79,18 @@ def test_parse_address(address: str, family: socket.AddressFamily, addr: object)
 
 
 @pytest.mark.parametrize(
-    "address", ["unix:relative", "tcp:host", "tcp:host:0", "tcp::80", "udp:1.2.3.4:5", "/path"]
+    "address",
+    [
+        "unix:relative",
+        "tcp:host",
+        "tcp:host:0",
+        "tcp::80",
+        "udp:1.2.3.4:5",
+        "/path",
+        "tcp:10.0.0.1:5",  # not loopback: the proxy refuses it too
+        "tcp:localhost:80",  # a name, not a loopback IP address (as in the proxy)
+        "tcp:127.0.0.1:0",
+    ],
 )
 def test_parse_address_rejects(address: str) -> None:
     with pytest.raises(ValueError, match="bad sidecar address"):

@@ -28,11 +28,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewind import settings
 from rewind.files.model import SnapshotError
 from rewind.files.overlay import OverlaySnapshot
 
-DEFAULT_HOST_SNAPSHOT_DIR = "/var/lib/rewind/host-snapshots"
-DEFAULT_MAX_BYTES = 1 << 30
+DEFAULT_HOST_SNAPSHOT_DIR = settings.HOST_SNAPSHOT_DIR.default
+DEFAULT_MAX_BYTES = int(settings.HOST_MAX_BYTES.default)
 SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux ≥ 6.5
 _ID = re.compile(r"[0-9a-f]{64}")
 # A cgroup path component naming a container: "docker-<id>.scope" (systemd driver),
@@ -94,10 +95,10 @@ class DockerConfig:
         (bytes, or with a k/m/g suffix); DOCKER_HOST & co. reach the Docker client."""
         snap = (
             snapshot_dir
-            or environ.get("REWIND_HOST_SNAPSHOT_DIR", "").strip()
+            or environ.get(settings.HOST_SNAPSHOT_DIR.name, "").strip()
             or DEFAULT_HOST_SNAPSHOT_DIR
         )
-        raw = environ.get("REWIND_HOST_MAX_BYTES", "").strip()
+        raw = environ.get(settings.HOST_MAX_BYTES.name, "").strip()
         max_bytes = _parse_size(raw) if raw else DEFAULT_MAX_BYTES
         return cls(snapshot_dir=snap, max_bytes=max_bytes, environ=dict(environ))
 

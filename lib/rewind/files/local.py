@@ -22,13 +22,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rewind import settings
 from rewind.files.ipc import IpcNamespace
 from rewind.files.model import Metrics, Snapshot, SnapshotError
 from rewind.files.snapshot import capture, rewind
 from rewind.files.store import Store, copy_fd
 from rewind.files.writable import WritableSet, find_writable
 
-DEFAULT_SNAPSHOT_DIR = "/var/lib/rewind/snapshots"
+DEFAULT_SNAPSHOT_DIR = settings.SNAPSHOT_DIR.default
 
 
 class DriverError(SnapshotError):
@@ -67,20 +68,20 @@ class LocalConfig:
     ) -> LocalConfig:
         """Read REWIND_PATHS / REWIND_ACTION_DIR / REWIND_USER / REWIND_SNAPSHOT_DIR;
         explicit arguments (the command-line options) win over the environment."""
-        user = environ.get("REWIND_USER", "").strip() or "0"
+        user = environ.get(settings.USER.name, "").strip() or "0"
         if user != "0":
             _home_of(user)  # a clear error for an unknown user, at start
-        raw = paths if paths is not None else environ.get("REWIND_PATHS", "")
+        raw = paths if paths is not None else environ.get(settings.PATHS.name, "")
         if raw.strip():
             chosen = [p for p in raw.split(":") if p]
         else:
             chosen = ["/tmp"]
-            if environ.get("REWIND_ACTION_DIR"):
-                chosen.append(environ["REWIND_ACTION_DIR"])
+            if environ.get(settings.ACTION_DIR.name):
+                chosen.append(environ[settings.ACTION_DIR.name])
             home = _home_of(user) if user != "0" else ""
             if home:
                 chosen.append(home)
-        snap = snapshot_dir or environ.get("REWIND_SNAPSHOT_DIR") or DEFAULT_SNAPSHOT_DIR
+        snap = snapshot_dir or environ.get(settings.SNAPSHOT_DIR.name) or DEFAULT_SNAPSHOT_DIR
         return cls(
             paths=tuple(dict.fromkeys(chosen)),
             snapshot_dir=snap,

@@ -11,19 +11,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rewind import settings
 from rewind.debug import debug_enabled
 from rewind.launcher.errors import ConfigError
 
-MEMORY_MODES = ("auto", "kernel", "fork", "fresh", "inplace", "none")
-CHECKPOINT_POLICIES = ("init", "warmup", "first-request")
-FILE_MODES = ("off", "local", "docker")
-KERNEL_STATES = ("", "available", "absent")
+MEMORY_MODES = settings.MEMORY.choices
+CHECKPOINT_POLICIES = settings.CHECKPOINT.choices
+FILE_MODES = settings.FILES.choices
+KERNEL_STATES = settings.KERNEL.choices
 
 
-def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = environ.get(name, "").strip() or default
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+def _choice(environ: Mapping[str, str], setting: settings.Setting) -> str:
+    value = environ.get(setting.name, "").strip() or setting.default
+    if value not in setting.choices:
+        raise ConfigError(f"{setting.name}={value!r} is not one of: {', '.join(setting.choices)}")
     return value
 
 
@@ -31,11 +32,11 @@ def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...], def
 class LauncherConfig:
     """Settings of one launcher process (see docs/ENVVARS.md)."""
 
-    memory: str = "auto"
-    checkpoint: str = "init"
+    memory: str = settings.MEMORY.default
+    checkpoint: str = settings.CHECKPOINT.default
     warmup: Any = None
-    files: str = "off"
-    sidecar: str = "unix:/run/rewind/sidecar.sock"
+    files: str = settings.FILES.default
+    sidecar: str = settings.SIDECAR.default
     kernel: str = ""  # REWIND_KERNEL, set by the proxy's rewindable helper
     wait_for_ack: bool = False
     debug: bool = False
@@ -46,14 +47,14 @@ class LauncherConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LauncherConfig:
         """Build the config from ``environ``; raise ConfigError on any bad value."""
-        memory = _choice(environ, "REWIND_MEMORY", MEMORY_MODES, "auto")
-        checkpoint = _choice(environ, "REWIND_CHECKPOINT", CHECKPOINT_POLICIES, "init")
-        files = _choice(environ, "REWIND_FILES", FILE_MODES, "off")
-        kernel = environ.get("REWIND_KERNEL", "")
+        memory = _choice(environ, settings.MEMORY)
+        checkpoint = _choice(environ, settings.CHECKPOINT)
+        files = _choice(environ, settings.FILES)
+        kernel = environ.get(settings.KERNEL.name, "")
         if kernel not in KERNEL_STATES and not kernel.startswith("error:"):
             raise ConfigError(f"REWIND_KERNEL={kernel!r} is not one of: available, absent")
         warmup: Any = None
-        raw = environ.get("REWIND_WARMUP", "").strip()
+        raw = environ.get(settings.WARMUP.name, "").strip()
         if checkpoint == "warmup":
             if not raw:
                 raise ConfigError("REWIND_CHECKPOINT=warmup needs REWIND_WARMUP (a JSON payload)")
@@ -63,7 +64,7 @@ class LauncherConfig:
                 raise ConfigError(f"REWIND_WARMUP is not valid JSON: {exc}") from None
             if not isinstance(warmup, dict | list):
                 raise ConfigError("REWIND_WARMUP must be a JSON object or array")
-        sidecar = environ.get("REWIND_SIDECAR", "").strip() or cls.sidecar
+        sidecar = environ.get(settings.SIDECAR.name, "").strip() or settings.SIDECAR.default
         if files != "off" and not sidecar.startswith(("unix:", "tcp:", "fd:")):
             raise ConfigError(f"REWIND_SIDECAR={sidecar!r} must start with unix:, tcp: or fd:")
         return cls(
@@ -73,11 +74,11 @@ class LauncherConfig:
             files=files,
             sidecar=sidecar,
             kernel=kernel,
-            wait_for_ack=bool(environ.get("__OW_WAIT_FOR_ACK", "")),
+            wait_for_ack=bool(environ.get(settings.LAUNCHER_WAIT_FOR_ACK.name, "")),
             debug=debug_enabled(environ),
-            metrics_file=environ.get("REWIND_METRICS_FILE", ""),
-            prefault=_choice(environ, "REWIND_PREFAULT", ("off", "on"), "off") == "on",
-            status_fd=_status_fd(environ.get("REWIND_STATUS_FD", "")),
+            metrics_file=environ.get(settings.METRICS_FILE.name, ""),
+            prefault=_choice(environ, settings.PREFAULT) == "on",
+            status_fd=_status_fd(environ.get(settings.STATUS_FD.name, "")),
         )
 
 

@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse options, start the chosen driver and serve; returns the exit code."""
     parser = argparse.ArgumentParser(prog="rewind-sidecar", description=__doc__)
     parser.add_argument("--driver", choices=("local", "docker"), default="local")
-    parser.add_argument("--listen", help="unix:/path or tcp:HOST:PORT (default $REWIND_SIDECAR)")
+    parser.add_argument(
+        "--listen", help="unix:/path or tcp:LOOPBACK-IP:PORT (default $REWIND_SIDECAR)"
+    )
     parser.add_argument("--paths", help="colon-separated roots to protect (overrides REWIND_PATHS)")
     parser.add_argument("--snapshot-dir", help="root-only dir for snapshots")
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ Reads loop until a whole line is in; writes loop until every byte is out.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 from dataclasses import dataclass
@@ -41,17 +42,30 @@ class Request:
 
 
 def parse_address(address: str) -> tuple[socket.AddressFamily, str | tuple[str, int]]:
-    """``unix:/path`` → (AF_UNIX, path); ``tcp:HOST:PORT`` → (AF_INET[6], (host, port))."""
+    """``unix:/path`` → (AF_UNIX, path); ``tcp:HOST:PORT`` → (AF_INET[6], (host, port)).
+
+    HOST must be a loopback IP address, as in the proxy (``parseAddress`` in config.go): the
+    sidecar runs as root and must not be reachable from outside its host or container.
+    """
     kind, sep, rest = address.partition(":")
     if kind == "unix" and sep and rest.startswith("/"):
         return socket.AF_UNIX, rest
     if kind == "tcp" and sep:
         host, sep2, port = rest.rpartition(":")
         host = host.strip("[]")
-        if sep2 and host and port.isdigit() and 0 < int(port) < 65536:
+        if sep2 and _loopback(host) and port.isdigit() and 0 < int(port) < 65536:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             return family, (host, int(port))
-    raise ValueError(f"bad sidecar address {address!r}: expected unix:/abs/path or tcp:HOST:PORT")
+    raise ValueError(
+        f"bad sidecar address {address!r}: expected unix:/abs/path or tcp:LOOPBACK-IP:PORT"
+    )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or not an address at all
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from rewind import settings
 from rewind.debug import debug_enabled
 from rewind.files.model import SnapshotError
 from rewind.sidecar.protocol import (
@@ -35,7 +36,7 @@ from rewind.sidecar.protocol import (
     send_all,
 )
 
-DEFAULT_LISTEN = "unix:/run/rewind/sidecar.sock"
+DEFAULT_LISTEN = settings.SIDECAR.default
 
 
 class Driver(Protocol):
@@ -61,7 +62,7 @@ class ServerConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str], listen: str | None = None) -> ServerConfig:
         """``--listen`` wins over REWIND_SIDECAR; REWIND_DEBUG or OW_DEBUG logs (rewind.debug)."""
-        address = listen or environ.get("REWIND_SIDECAR", "").strip() or DEFAULT_LISTEN
+        address = listen or environ.get(settings.SIDECAR.name, "").strip() or DEFAULT_LISTEN
         parse_address(address)  # validate now, with a clear error
         return cls(listen=address, debug=debug_enabled(environ))
 
