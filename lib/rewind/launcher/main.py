@@ -132,6 +132,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
                 files.start()
             if note:
                 log(note)
+        ctx.checkpoint_descriptors()
         return backend.serve(ctx)  # type: ignore[attr-defined, no-any-return]
     except FailClosed as exc:
         log(f"refusing further requests: {exc}")

@@ -16,6 +16,7 @@ from typing import Protocol
 from rewind.launcher.action import ActionMain, error_line, flush_logs, run_request
 from rewind.launcher.errors import EXIT_OK
 from rewind.launcher.protocol import RESULT_FD, LineReader, write_all
+from rewind.memory.descriptors import SharedDescriptors
 
 
 class FileHook(Protocol):
@@ -41,6 +42,7 @@ class ServeContext:
     spawn_env: dict[str, str] = field(default_factory=dict)
     metrics_fd: int | None = None
     log: Callable[[str], None] = lambda msg: print(f"rewind: {msg}", file=sys.stderr)
+    descriptors: SharedDescriptors | None = None
 
     def record(self, **timings: float) -> None:
         """Append one line of rewind timings when REWIND_METRICS_FILE is set."""
@@ -52,6 +54,28 @@ class ServeContext:
         """Restore the protected files; raises FailClosed when that is impossible."""
         if self.files is not None:
             self.files.rewind()
+
+    def checkpoint_descriptors(self) -> None:
+        """Record the descriptors request processes will share with this process."""
+        if self.descriptors is not None:
+            return  # taken already (inplace falling back to fork keeps the first)
+        own = (self.result_fd, self.metrics_fd, self.files.fileno() if self.files else None)
+        self.descriptors = SharedDescriptors.take(
+            [fd for fd in own if fd is not None], self.log if self.debug else None
+        )
+
+    def rewind_shared(self, clean: bool) -> None:
+        """After a request: files, then the descriptors shared with its processes.
+
+        ``clean`` is False when the request timed out or its process crashed. Files
+        come first: restoring a file can orphan an inode a descriptor still reaches.
+        Raises FailClosed when either cannot be put back.
+        """
+        self.rewind_files()
+        if self.descriptors is not None:
+            for note in self.descriptors.rewind(clean):
+                if self.debug:
+                    self.log(note)
 
 
 def exited_line(detail: str) -> bytes:
