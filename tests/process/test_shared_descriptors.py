@@ -76,3 +76,71 @@ def test_a_file_the_file_rewind_replaces_is_restored_behind_a_held_descriptor(se
     expect_leak(memory, s in after, (before, after))
     if memory != "none":
         assert after == before
+
+
+class KeyValueServer:
+    """A tiny line server on 127.0.0.1: ``GET k`` answers ``value-of-k``; keys starting
+    with ``slow-`` are answered only after ``delay`` seconds."""
+
+    def __init__(self, delay: float = 0.4) -> None:
+        self.delay = delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn, conn.makefile("rb") as lines:
+                for line in lines:
+                    key = line.decode().split()[1]
+                    if key.startswith("slow-"):
+                        time.sleep(self.delay)
+                    conn.sendall(f"value-of-{key}\n".encode())
+        except OSError:
+            return  # the client shut the connection down (or reset it)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def kv() -> Iterator[KeyValueServer]:
+    server = KeyValueServer()
+    yield server
+    server.close()
+
+
+def test_a_reply_that_arrives_after_a_request_timed_out_never_reaches_the_next(
+    serve, memory, kv
+):
+    rt = start(serve, memory, "fd_client", env={"KV_PORT": str(kv.port)})
+    alice = "slow-alice-" + secret()
+    assert rt.run({"get": alice, "timeout": 0.1}).json() == {"timeout": True}
+    time.sleep(kv.delay + 0.2)  # alice's reply is in the connection's queue by now
+    got = rt.run({"get": "bob", "timeout": 2.0}).json()
+    expect_leak(memory, alice in str(got), got)
+    if memory != "none":
+        assert "closed" in got and "value" not in got, got  # a clean EOF, not data
+
+
+def test_a_keep_alive_client_sees_a_clean_eof_and_works_after_reconnecting(serve, memory, kv):
+    rt = start(serve, memory, "fd_client", env={"KV_PORT": str(kv.port)})
+    first = rt.run({"get": "a", "reconnect": True}).json()
+    assert first == {"value": "value-of-a"}, first
+    second = rt.run({"get": "b", "reconnect": True}).json()
+    assert second["value"] == "value-of-b", second
+    # The connection a request used is shut down after it: the next request reads EOF
+    # on it and reconnects. `none` keeps reusing the one connection.
+    assert ("closed" in second) == (memory != "none"), second
+    third = rt.run({"get": "c", "reconnect": True}).json()
+    assert third["value"] == "value-of-c", third
