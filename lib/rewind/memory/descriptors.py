@@ -706,8 +706,8 @@ class SharedDescriptors:
     # anonymous inodes
 
     def _rewind_eventfd(self, s: Saved, notes: list[str]) -> None:
-        want = int(s.info["eventfd-count"][0])
-        now = int(fdinfo(s.fd)["eventfd-count"][0])
+        want = int(s.info["eventfd-count"][0], 16)
+        now = int(fdinfo(s.fd)["eventfd-count"][0], 16)
         if now == want:
             return
         semaphore = s.info.get("eventfd-semaphore", ["0"])[0] == "1"
