@@ -55,12 +55,8 @@ def test_a_setting_left_on_a_shared_description_is_put_back(serve, memory, chann
     expect_leak(memory, before != after, (before, after))
 
 
-@pytest.mark.parametrize(
-    "channel", ["pipe", "full_pipe", "udp", "socketpair", "memfd", "tmpfile"]
-)
-def test_data_left_in_a_shared_description_never_reaches_the_next_request(
-    serve, memory, channel
-):
+@pytest.mark.parametrize("channel", ["pipe", "full_pipe", "udp", "socketpair", "memfd", "tmpfile"])
+def test_data_left_in_a_shared_description_never_reaches_the_next_request(serve, memory, channel):
     rt = start(serve, memory, "fd_state")
     s = secret()
     before, after = plant_and_probe(rt, channel, s)
@@ -120,9 +116,7 @@ def kv() -> Iterator[KeyValueServer]:
     server.close()
 
 
-def test_a_reply_that_arrives_after_a_request_timed_out_never_reaches_the_next(
-    serve, memory, kv
-):
+def test_a_reply_that_arrives_after_a_request_timed_out_never_reaches_the_next(serve, memory, kv):
     rt = start(serve, memory, "fd_client", env={"KV_PORT": str(kv.port)})
     alice = "slow-alice-" + secret()
     assert rt.run({"get": alice, "timeout": 0.1}).json() == {"timeout": True}

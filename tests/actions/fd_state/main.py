@@ -108,7 +108,8 @@ def probe(channel):
     if channel == "offset":
         return os.lseek(FILE, 0, os.SEEK_CUR)
     if channel == "flags":
-        return [fcntl.fcntl(fd, fcntl.F_GETFL) & (os.O_NONBLOCK | os.O_APPEND) for fd in (FILE, 0, 1, 2)]
+        mask = os.O_NONBLOCK | os.O_APPEND
+        return [fcntl.fcntl(fd, fcntl.F_GETFL) & mask for fd in (FILE, 0, 1, 2)]
     if channel == "stdio":
         seen = []
         for fd in (0, 1, 2):
@@ -157,7 +158,8 @@ def probe(channel):
         finally:
             os.close(other)
     if channel in ("eventfd", "timerfd", "epoll", "signalfd"):
-        fd = {"eventfd": EVENT, "timerfd": TIMER, "epoll": EPOLL.fileno(), "signalfd": SIGNAL}[channel]
+        fds = {"eventfd": EVENT, "timerfd": TIMER, "epoll": EPOLL.fileno(), "signalfd": SIGNAL}
+        fd = fds[channel]
         with open(f"/proc/self/fdinfo/{fd}") as fh:
             keep = ("eventfd-count", "it_value", "it_interval", "tfd", "sigmask")
             return [x for x in fh.read().splitlines() if x.startswith(keep)]
