@@ -48,7 +48,6 @@ MSG_TRUNC, MSG_DONTWAIT = 0x20, 0x40
 TCP_INFO_LEN = 160
 # Offsets in struct tcp_info (<linux/tcp.h>): data segments received and sent.
 TCPI_DATA_SEGS_IN, TCPI_DATA_SEGS_OUT = 152, 156
-TCP_LISTEN = 10
 # A pipe's contents at the checkpoint are kept (they are import-time data) up to this.
 MAX_SAVED_PIPE = 1 << 20
 # Content of a file no path reaches is kept to restore it, up to this per file.
@@ -670,7 +669,9 @@ class SharedDescriptors:
 
     def _refuse_pending(self, s: Saved, notes: list[str]) -> None:
         """Accept and close connections a request left pending on a listening socket."""
-        if not select.select([s.fd], [], [], 0)[0]:
+        poller = select.poll()
+        poller.register(s.fd, select.POLLIN)
+        if not poller.poll(0):
             return
         sock = socket.socket(fileno=os.dup(s.fd))
         try:
