@@ -415,9 +415,6 @@ class SharedDescriptors:
     def __init__(self, saved: list[Saved], log: Callable[[str], None] | None = None) -> None:
         self.saved = saved
         self.log = log
-        lockable = [s for s in saved if s.kind in ("file", "dir")]
-        self._lock_ids = {f"{os.major(s.dev):02x}:{os.minor(s.dev):02x}:{s.ino}" for s in lockable}
-        self._locks_at_checkpoint = self._lock_table() if lockable else []
         self._socket_inodes = {s.ino for s in saved if s.kind == "socket"}
 
     @classmethod
@@ -469,17 +466,16 @@ class SharedDescriptors:
         description can be neither restored nor made to behave as closed.
         """
         notes: list[str] = []
-        locks_changed = bool(self._lock_ids) and self._lock_table() != self._locks_at_checkpoint
         for s in self.saved:
             try:
-                self._rewind_one(s, clean, locks_changed, notes)
+                self._rewind_one(s, clean, notes)
             except FailClosed:
                 raise
             except Exception as exc:  # noqa: BLE001 -- anything unexpected fails closed
                 raise FailClosed(f"descriptor {s.fd} ({s.target}): {exc!r}") from None
         return notes
 
-    def _rewind_one(self, s: Saved, clean: bool, locks_changed: bool, notes: list[str]) -> None:
+    def _rewind_one(self, s: Saved, clean: bool, notes: list[str]) -> None:
         if s.kind == "file" and (s.nlink == 0 or s.content is not None):
             self._restore_content(s, notes)
         elif s.kind == "file":
@@ -498,7 +494,7 @@ class SharedDescriptors:
             self._rewind_epoll(s, notes)
         elif s.kind == "inotify":
             self._rewind_inotify(s, notes)
-        if locks_changed and s.kind in ("file", "dir"):
+        if s.kind in ("file", "dir"):
             self._rewind_locks(s, notes)
         if s.lease is not None and fcntl.fcntl(s.fd, fcntl.F_GETLEASE) != s.lease:
             fcntl.fcntl(s.fd, fcntl.F_SETLEASE, s.lease)
@@ -570,6 +566,8 @@ class SharedDescriptors:
         self._restore_content(s, notes)
 
     def _rewind_locks(self, s: Saved, notes: list[str]) -> None:
+        # fdinfo, not /proc/locks: that hides a lock whose owner (a request process that
+        # took a flock) has exited, and the lock lives on in the description.
         now = [_lock_key(x) for x in fdinfo(s.fd).get("lock", [])]
         if sorted(now) == sorted(s.locks):
             return
@@ -584,16 +582,6 @@ class SharedDescriptors:
                 ltype = fcntl.F_WRLCK if typ == "WRITE" else fcntl.F_RDLCK
                 fcntl.fcntl(s.fd, fcntl.F_OFD_SETLK, _FLOCK.pack(ltype, 0, int(start), length, 0))
         notes.append(f"descriptor {s.fd}: locks put back")
-
-    def _lock_table(self) -> list[str]:
-        """The lock lines of /proc/locks on our files, without ids and pids."""
-        out = []
-        with open("/proc/locks", "rb") as fh:
-            for raw in fh.read().decode("ascii", "replace").splitlines():
-                f = raw.split()
-                if len(f) >= 8 and f[-3] in self._lock_ids:
-                    out.append(" ".join((f[1], f[3], f[-3], f[-2], f[-1])))
-        return sorted(out)
 
     # pipes and sockets
 
