@@ -78,10 +78,20 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("interval", _Timespec), ("value", _Timespec)]
 
 
+def _raw_fdinfo(fd: int) -> bytes:
+    info = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = [os.read(info, 65536)]
+        while parts[-1]:
+            parts.append(os.read(info, 65536))
+        return b"".join(parts)
+    finally:
+        os.close(info)
+
+
 def fdinfo(fd: int) -> dict[str, list[str]]:
     """/proc/self/fdinfo/FD as {key: [values]} (keys such as "lock", "tfd", "inotify")."""
-    with open(f"/proc/self/fdinfo/{fd}", "rb") as fh:
-        text = fh.read().decode("ascii", "replace")
+    text = _raw_fdinfo(fd).decode("ascii", "replace")
     out: dict[str, list[str]] = {}
     for line in text.splitlines():
         if line.startswith(("inotify wd:", "tfd:")):
@@ -568,6 +578,8 @@ class SharedDescriptors:
     def _rewind_locks(self, s: Saved, notes: list[str]) -> None:
         # fdinfo, not /proc/locks: that hides a lock whose owner (a request process that
         # took a flock) has exited, and the lock lives on in the description.
+        if not s.locks and b"\nlock:" not in _raw_fdinfo(s.fd):
+            return  # the common case, without parsing
         now = [_lock_key(x) for x in fdinfo(s.fd).get("lock", [])]
         if sorted(now) == sorted(s.locks):
             return
