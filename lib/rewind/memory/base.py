@@ -61,7 +61,9 @@ class ServeContext:
             return  # taken already (inplace falling back to fork keeps the first)
         own = (self.result_fd, self.metrics_fd, self.files.fileno() if self.files else None)
         self.descriptors = SharedDescriptors.take(
-            [fd for fd in own if fd is not None], self.log if self.debug else None
+            [fd for fd in own if fd is not None],
+            self.log if self.debug else None,
+            files_rewound=self.files is not None,
         )
 
     def rewind_shared(self, clean: bool) -> None:

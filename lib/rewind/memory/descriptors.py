@@ -250,6 +250,7 @@ class Saved:
     sock: SockState | None = None
     info: dict[str, list[str]] = field(default_factory=dict)  # fdinfo of anon inodes
     content: bytes | None = None  # a pipe's queued bytes, or a pathless file's content
+    source: str = ""  # the path the file rewind restores this orphaned file's content at
     ctime: int = 0  # of a pathless file, after its last restore
     nlink: int = 1
     stdio: bool = False  # 0, 1, 2: shared with the proxy; never drained or shut
@@ -414,6 +415,25 @@ def _save_file_content(s: Saved, st: os.stat_result) -> None:
     s.ctime = os.fstat(s.fd).st_ctime_ns
 
 
+def _copy_in_kernel(path: str, dst: int) -> None:
+    """Make ``dst`` a copy of the file at ``path`` with sendfile (no bytes pass here)."""
+    try:
+        src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FailClosed(f"{path}: the restored file is not there ({exc.strerror})") from None
+    try:
+        size = os.fstat(src).st_size
+        os.ftruncate(dst, size)
+        off = 0
+        while off < size:
+            sent = os.sendfile(dst, src, off, size - off)
+            if sent <= 0:
+                raise OSError(errno.EIO, "sendfile made no progress")
+            off += sent
+    finally:
+        os.close(src)
+
+
 def own_descriptors() -> list[int]:
     """The descriptor numbers this process has open now."""
     return sorted(int(n) for n in os.listdir("/proc/self/fd"))
@@ -422,14 +442,24 @@ def own_descriptors() -> list[int]:
 class SharedDescriptors:
     """The checkpoint's descriptors and their restore after every request."""
 
-    def __init__(self, saved: list[Saved], log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        saved: list[Saved],
+        log: Callable[[str], None] | None = None,
+        files_rewound: bool = True,
+    ) -> None:
         self.saved = saved
         self.log = log
+        # Only when the file rewind restores paths is a path's content the checkpoint's.
+        self.files_rewound = files_rewound
         self._socket_inodes = {s.ino for s in saved if s.kind == "socket"}
 
     @classmethod
     def take(
-        cls, skip: Iterable[int], log: Callable[[str], None] | None = None
+        cls,
+        skip: Iterable[int],
+        log: Callable[[str], None] | None = None,
+        files_rewound: bool = True,
     ) -> SharedDescriptors:
         """Record this process's descriptors, except the runtime's own ``skip`` ones."""
         skipped = set(skip)
@@ -440,7 +470,7 @@ class SharedDescriptors:
             for s in saved:
                 if s.sock is not None and s.sock.family == socket.AF_UNIX:
                     s.sock.peer_ino = peers.get(s.ino, 0)
-        found = cls(saved, log)
+        found = cls(saved, log, files_rewound)
         if log is not None:
             for s in saved:
                 sk = s.sock
@@ -531,48 +561,31 @@ class SharedDescriptors:
         st = os.fstat(s.fd)
         if st.st_ctime_ns == s.ctime:
             return
-        if s.content is None:
+        if s.content is None and not s.source:
             raise FailClosed(f"descriptor {s.fd} ({s.target}) was written and {s.unrestorable}")
         w = os.open(f"/proc/self/fd/{s.fd}", os.O_WRONLY | os.O_CLOEXEC)
         try:
-            os.ftruncate(w, len(s.content))
-            view, off = memoryview(s.content), 0
-            while off < len(view):
-                off += os.pwrite(w, view[off:], off)
+            if s.content is not None:
+                os.ftruncate(w, len(s.content))
+                view, off = memoryview(s.content), 0
+                while off < len(view):
+                    off += os.pwrite(w, view[off:], off)
+            else:
+                _copy_in_kernel(s.source, w)
         finally:
             os.close(w)
         s.ctime = os.fstat(s.fd).st_ctime_ns
         notes.append(f"descriptor {s.fd} ({s.target}): content no path reaches put back")
 
     def _check_orphaned(self, s: Saved, notes: list[str]) -> None:
-        """A file the sidecar restored by replacing its inode leaves our descriptor on
-        the old, written inode: give that inode the restored content, and from then on
-        treat it as a file no path reaches."""
-        st = os.fstat(s.fd)
-        if st.st_nlink != 0:
+        """The file rewind restores a changed file by renaming a fresh copy over it,
+        which leaves our descriptor on the old, written inode: that inode gets the
+        restored content (copied in the kernel, never through this process), now and
+        after every later request that changes it."""
+        if not self.files_rewound or os.fstat(s.fd).st_nlink != 0:
             return
-        path = s.target.removesuffix(" (deleted)")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            s.nlink, s.ctime = 0, 0
-            s.unrestorable = "its path is gone, so its checkpoint content is unknown"
-            raise FailClosed(f"descriptor {s.fd} ({s.target}): {s.unrestorable}") from None
-        try:
-            size = os.fstat(fd).st_size
-            if size > MAX_SAVED_FILE:
-                raise FailClosed(f"descriptor {s.fd} ({s.target}) was replaced and is too big")
-            parts, off = [], 0
-            while off < size:
-                chunk = os.pread(fd, size - off, off)
-                if not chunk:
-                    break
-                parts.append(chunk)
-                off += len(chunk)
-        finally:
-            os.close(fd)
-        s.content, s.nlink, s.ctime = b"".join(parts), 0, 0
-        notes.append(f"descriptor {s.fd} ({path}): its file was replaced by the file rewind")
+        s.source, s.nlink, s.ctime = s.target.removesuffix(" (deleted)"), 0, 0
+        notes.append(f"descriptor {s.fd} ({s.source}): its file was replaced by the file rewind")
         self._restore_content(s, notes)
 
     def _rewind_locks(self, s: Saved, notes: list[str]) -> None:
