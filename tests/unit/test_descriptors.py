@@ -343,3 +343,19 @@ def test_unix_peers_pairs_both_ends_of_a_socketpair():
     finally:
         a.close()
         b.close()
+
+
+def test_the_debug_log_lists_connected_sockets_at_the_checkpoint(opened):
+    client, server = _tcp_pair()
+    a, b = socket.socketpair()
+    try:
+        fds = (client.fileno(), a.fileno(), b.fileno())
+        lines: list[str] = []
+        SharedDescriptors.take(set(own_descriptors()) - set(fds), log=lines.append)
+        assert any(
+            f"descriptor {client.fileno()} is a connection to ('127.0.0.1'" in x for x in lines
+        )
+        assert any(f"descriptor {a.fileno()}: one end of a socketpair" in x for x in lines)
+    finally:
+        for s in (client, server, a, b):
+            s.close()

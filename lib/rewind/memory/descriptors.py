@@ -463,7 +463,16 @@ class SharedDescriptors:
     ) -> SharedDescriptors:
         """Record this process's descriptors, except the runtime's own ``skip`` ones."""
         skipped = set(skip)
-        saved = [s for fd in own_descriptors() if fd not in skipped for s in [_save(fd)] if s]
+        saved = []
+        for fd in own_descriptors():
+            if fd in skipped:
+                continue
+            try:
+                found_one = _save(fd)
+            except Exception as exc:  # noqa: BLE001 -- one we cannot record: fail closed
+                raise FailClosed(f"descriptor {fd} open at the checkpoint: {exc!r}") from None
+            if found_one is not None:
+                saved.append(found_one)
         unix = [s.sock for s in saved if s.sock is not None and s.sock.family == socket.AF_UNIX]
         if any(u.peer for u in unix):
             peers = unix_peers()
