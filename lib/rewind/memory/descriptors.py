@@ -328,7 +328,9 @@ def _save(fd: int) -> Saved | None:
         stdio=fd <= 2,
         nlink=st.st_nlink,
     )
-    if kind in ("file", "dir", "other"):
+    # Not for stdio: a log file there is the proxy's too, and moving its offset back
+    # would write the next request's output over this one's.
+    if kind in ("file", "dir", "other") and not s.stdio:
         try:
             s.offset = os.lseek(fd, 0, os.SEEK_CUR)
         except OSError:
@@ -345,7 +347,7 @@ def _save(fd: int) -> Saved | None:
             s.lease = fcntl.fcntl(fd, fcntl.F_GETLEASE)
         except OSError:
             s.lease = None
-        if st.st_nlink == 0:
+        if st.st_nlink == 0 and not s.stdio:
             _save_file_content(s, st)
     if kind == "socket":
         s.sock = _sock_state(fd)
@@ -525,10 +527,11 @@ class SharedDescriptors:
         return notes
 
     def _rewind_one(self, s: Saved, clean: bool, notes: list[str]) -> None:
-        if s.kind == "file" and (s.nlink == 0 or s.content is not None):
-            self._restore_content(s, notes)
-        elif s.kind == "file":
-            self._check_orphaned(s, notes)
+        if s.kind == "file" and not s.stdio:
+            if s.nlink == 0 or s.content is not None:
+                self._restore_content(s, notes)
+            else:
+                self._check_orphaned(s, notes)
         if s.kind == "pipe" and not s.stdio:
             self._rewind_pipe(s, notes)
         elif s.kind == "socket" and not s.stdio:
