@@ -76,7 +76,11 @@ class Warm:
 
     def run(self, params: Any) -> Any:
         body = self.invoker.run_body(self.spec, params, 30)
-        reply = self.container.post("/run", body, 30)
+        try:
+            reply = self.container.post("/run", body, 30)
+        except OSError as exc:
+            out, err = self.container.logs()
+            pytest.fail(f"/run {params}: {exc!r}\nstdout:\n{out[-2000:]}\nstderr:\n{err[-4000:]}")
         self.container.collect_logs(5.0)
         assert reply.status == 200, reply
         return reply.json()
