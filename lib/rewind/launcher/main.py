@@ -193,6 +193,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
             record = status.choice(cfg, backend, note)
             log(status.describe(record))
             pipe.send(rewind=record)
+        ctx.checkpoint_descriptors()
         return backend.serve(ctx)  # type: ignore[attr-defined, no-any-return]
     except FailClosed as exc:
         log(f"refusing further requests: {exc}")

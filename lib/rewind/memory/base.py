@@ -17,6 +17,7 @@ from rewind.launcher.action import ActionMain, error_line, flush_logs, run_reque
 from rewind.launcher.errors import EXIT_OK
 from rewind.launcher.protocol import RESULT_FD, LineReader, write_all
 from rewind.memory import identity
+from rewind.memory.descriptors import SharedDescriptors
 
 
 class FileHook(Protocol):
@@ -43,6 +44,7 @@ class ServeContext:
     metrics_fd: int | None = None
     status_fd: int | None = None  # our proxy's status pipe: request processes close it
     log: Callable[[str], None] = lambda msg: print(f"rewind: {msg}", file=sys.stderr)
+    descriptors: SharedDescriptors | None = None
 
     def record(self, **timings: float) -> None:
         """Append one line of rewind timings when REWIND_METRICS_FILE is set."""
@@ -54,6 +56,31 @@ class ServeContext:
         """Restore the protected files; raises FailClosed when that is impossible."""
         if self.files is not None:
             self.files.rewind()
+
+    def checkpoint_descriptors(self) -> None:
+        """Record the descriptors request processes will share with this process."""
+        if self.descriptors is not None:
+            return  # taken already (inplace falling back to fork keeps the first)
+        files_fd = self.files.fileno() if self.files else None
+        own = (self.result_fd, self.metrics_fd, files_fd, self.status_fd, *identity.private_fds())
+        self.descriptors = SharedDescriptors.take(
+            [fd for fd in own if fd is not None],
+            self.log if self.debug else None,
+            files_rewound=self.files is not None,
+        )
+
+    def rewind_shared(self, clean: bool) -> None:
+        """After a request: files, then the descriptors shared with its processes.
+
+        ``clean`` is False when the request timed out or its process crashed. Files
+        come first: restoring a file can orphan an inode a descriptor still reaches.
+        Raises FailClosed when either cannot be put back.
+        """
+        self.rewind_files()
+        if self.descriptors is not None:
+            for note in self.descriptors.rewind(clean):
+                if self.debug:
+                    self.log(note)
 
 
 # Runtime status lines start with a space, which no result line of an action does: the

@@ -285,7 +285,7 @@ class SnapshotProcess:
                 os.close(memfd)
             request_faults = outcome.request_faults
             replied_at = time.perf_counter()
-            ctx.rewind_files()
+            ctx.rewind_shared(clean=written)
             files_ms = (time.perf_counter() - replied_at) * 1000
 
     def _run_one(self, ctx: ServeContext, on_standby: Callable[[], None]) -> tuple[Outcome, int]:

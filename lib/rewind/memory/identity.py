@@ -187,6 +187,11 @@ def _start_signaller(ident: Identity) -> None:
     _signaller = Signaller(ident.function_uid, lambda: _ignore_signals({}))
 
 
+def private_fds() -> list[int]:
+    """The snapshot process's own descriptors of the signaller (never a request's)."""
+    return [_signaller.cmd_w, _signaller.rep_r] if _signaller is not None else []
+
+
 def signaller_pid() -> int | None:
     """The signaller's pid (a child of the snapshot process that is no request's)."""
     return _signaller.pid if _signaller is not None else None

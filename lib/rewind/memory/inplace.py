@@ -303,7 +303,7 @@ class InplaceBackend:
         kill_orphans(None)
         write_all(ctx.result_fd, describe_failure(Outcome(True, status, timed_out)))
         w.close()
-        ctx.rewind_files()
+        ctx.rewind_shared(clean=False)
         return None, True
 
     def _serve_one(
@@ -355,7 +355,7 @@ class InplaceBackend:
             write_all(ctx.result_fd, exited_line(MALFORMED))
         replied_at = time.perf_counter()
         os.sched_yield()  # let the proxy take the reply before the rewind takes the CPU
-        ctx.rewind_files()
+        ctx.rewind_shared(clean=not timed_out and died is None and outcome == "done")
         files_ms = (time.perf_counter() - replied_at) * 1000
         if problem is None:
             with identity.acting_as_function():
