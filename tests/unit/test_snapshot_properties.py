@@ -141,7 +141,9 @@ def mutate(root: str, op: str, idx: int, data: bytes, mode: int, name: str) -> N
             os.unlink(target)
         os.symlink(root, target)
     elif op == "rename" and target != root and not is_dir:
-        os.rename(target, os.path.join(root, name + "-moved"))
+        dest = os.path.join(root, name + "-moved")
+        if not (os.path.isdir(dest) and not os.path.islink(dest)):  # no file over a directory
+            os.rename(target, dest)
 
 
 @settings(
