@@ -13,7 +13,18 @@ import pytest
 
 from rewind.runtime import SENTINEL, LocalRuntime, Response, ServeOptions, free_port
 
-ACTIONS = Path(__file__).parent / "actions"
+TESTS = Path(__file__).parent
+ACTIONS = TESTS / "actions"
+# A test's tier is the folder it lives in, so `-m unit` / `-m process` select by folder.
+TIERS = ("unit", "process", "container")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its folder's tier marker."""
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+        if folder in TIERS:
+            item.add_marker(getattr(pytest.mark, folder))
 
 
 def action_source(name: str) -> str:

@@ -8,15 +8,16 @@ prints each result as JSON.
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO
 
 from rewind import settings
+from rewind.cliargs import add_env_option, parse_param
 from rewind.runtime import SENTINEL, LocalRuntime, RuntimeError_, ServeOptions, free_port
 
 MEMORY_CHOICES = settings.MEMORY.choices
@@ -24,35 +25,8 @@ MEMORY_CHOICES = settings.MEMORY.choices
 FILES_CHOICES = tuple(c for c in settings.FILES.choices if c != "docker")
 
 
-def parse_param(text: str) -> tuple[str, Any]:
-    """``k=v``: v as JSON when it parses, else as a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(raw)
-    except ValueError:
-        return key, raw
-
-
-def parse_env(text: str) -> tuple[str, str]:
-    """``K=V`` of ``--env``: V is kept as text, as /init's env values are strings."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, raw
-
-
 def _add_runtime_options(p: argparse.ArgumentParser, env_help: str) -> None:
-    p.add_argument(
-        "--env",
-        "-e",
-        action="append",
-        type=parse_env,
-        default=[],
-        metavar="K=V",
-        help=env_help,
-    )
+    add_env_option(p, env_help)
     for opt, setting, choices in (
         ("--memory", settings.MEMORY, MEMORY_CHOICES),
         ("--files", settings.FILES, FILES_CHOICES),
@@ -179,6 +153,27 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return status
 
 
+# What to install when a development tool or one of its optional dependencies is missing.
+_TOOLS_HINT = "it ships with the development install: make dev (pip install -e '.[dev]')"
+_BENCH_HINT = "install the benchmark's dependencies: pip install -r bench/requirements.txt"
+
+
+def _run_tool(command: str, module: str, argv: list[str], hint: str = _TOOLS_HINT) -> int:
+    """Run ``module``'s ``main``, or say in one line what to install (exit 2).
+
+    The tools live in ``rewind_tools``, which the runtime image leaves out; they are
+    imported only when their command runs, so the runtime never depends on them.
+    """
+    try:
+        tool = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        name = exc.name or module
+        why = _TOOLS_HINT if name.split(".")[0] == "rewind_tools" else hint
+        print(f"rewind {command}: needs the module {name!r}; {why}", file=sys.stderr)
+        return 2
+    return int(tool.main(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rewind`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -187,14 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sidecar_main(argv[1:])
     if argv and argv[0] == "bench":
-        from rewind.bench.__main__ import main as bench_main
-
-        return bench_main(argv[1:])
+        return _run_tool("bench", "rewind_tools.bench.__main__", argv[1:], _BENCH_HINT)
     args = build_parser().parse_args(argv)
     if args.command == "invoke" and args.docker:
-        from rewind.invoker.__main__ import run_cli
-
-        return run_cli(argv[1:])
+        return _run_tool("invoke --docker", "rewind_tools.invoker.__main__", argv[1:])
     if args.command == "serve":
         return cmd_serve(args)
     return cmd_invoke(args)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rewind.invoker import Invoker
+from rewind_tools.invoker import Invoker
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from rewind.invoker import SENTINEL, ActionSpec, Invoker
-from rewind.invoker.emulator import Container, HttpReply
+from rewind_tools.invoker import SENTINEL, ActionSpec, Invoker
+from rewind_tools.invoker.emulator import Container, HttpReply
 
 pytestmark = pytest.mark.container
 

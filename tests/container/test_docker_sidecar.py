@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from rewind.invoker import ActionSpec, Invoker
-from rewind.invoker.emulator import Container
 from rewind.sidecar.client import SidecarClient, SidecarError
+from rewind_tools.invoker import ActionSpec, Invoker
+from rewind_tools.invoker.emulator import Container
 
 pytestmark = pytest.mark.container
 

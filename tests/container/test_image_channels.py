@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from rewind.invoker import ActionSpec, Activation, Invoker
+from rewind_tools.invoker import ActionSpec, Activation, Invoker
 
 pytestmark = pytest.mark.container
 

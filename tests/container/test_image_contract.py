@@ -3,8 +3,8 @@
 Each test drives containers of the image through the invoker emulator, the way
 OpenWhisk's invoker does (docs: /work/shared/openwhisk-contract.md §3-§6, §9), and
 checks one promise: init and run, the log sentinels, refused re-init, the result
-checks, zip actions, the gradle build, and that the function user cannot write the
-image's own files.
+checks, zip actions, the gradle build, that the function user cannot write the
+image's own files, and that the image carries the runtime without the development tools.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rewind.invoker import SENTINEL, ActionSpec, Invoker
+from rewind_tools.invoker import SENTINEL, ActionSpec, Invoker
 
 pytestmark = pytest.mark.container
 
@@ -150,6 +150,22 @@ def test_function_user_cannot_write_site_packages_or_etc(invoker: Invoker) -> No
     assert result["protected"]["/etc"] == "denied"
     assert "written" not in result["protected"].values(), result["protected"]
     assert result["tmp"] == "written"
+
+
+def _python_in_image(image: str, code: str) -> subprocess.CompletedProcess[str]:
+    cmd = [DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c"]
+    return subprocess.run([*cmd, code], capture_output=True, text=True, timeout=120)
+
+
+def test_image_carries_the_runtime_but_not_the_development_tools(runtime_image: str) -> None:
+    runtime = _python_in_image(
+        runtime_image, "import rewind.cli, rewind.launcher.main, rewind.sidecar.server"
+    )
+    assert runtime.returncode == 0, runtime.stderr
+    for tool in ("rewind.bench", "rewind.invoker", "rewind_tools"):
+        absent = _python_in_image(runtime_image, f"import {tool}")
+        assert absent.returncode != 0, f"{tool} is in the image"
+        assert "ModuleNotFoundError" in absent.stderr, absent.stderr
 
 
 def test_gradle_distDocker_builds_and_tags_the_image(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rewind.invoker import ActionSpec, Container, Invoker
+from rewind_tools.invoker import ActionSpec, Container, Invoker
 
 pytestmark = pytest.mark.container
 

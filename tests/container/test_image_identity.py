@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from rewind.invoker import ActionSpec, Invoker
+from rewind_tools.invoker import ActionSpec, Invoker
 
 pytestmark = pytest.mark.container
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rewind.invoker import ActionSpec, Invoker
+from rewind_tools.invoker import ActionSpec, Invoker
 
 pytestmark = pytest.mark.container
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from rewind.invoker import ActionSpec, Activation, Container, HttpReply, Invoker
+from rewind_tools.invoker import ActionSpec, Activation, Container, HttpReply, Invoker
 
 pytestmark = pytest.mark.container
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from rewind.runtime import ActionClient, free_port
 
@@ -74,4 +76,27 @@ def test_serve_runs_in_the_foreground_quietly_until_sigterm(tmp_path):
     logs = out.read_text() + err.read_text()
     lines = [x for x in logs.splitlines() if "XXX_THE_END" not in x]
     assert lines == ["greeting B"]
-    assert os.path.exists(out)
+    assert "greeting B" in out.read_text()  # the action's stdout stays on stdout
+    with pytest.raises(ConnectionRefusedError):  # and the runtime stopped with the command
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing", "hint"),
+    [
+        (["bench", "--quick"], "matplotlib", "pip install -r bench/requirements.txt"),
+        (["invoke", "--docker", "img", "a.py"], "rewind_tools", "make dev"),
+    ],
+)
+def test_a_tool_without_its_modules_says_in_one_line_how_to_install_them(argv, missing, hint):
+    # None in sys.modules makes importing that module fail as if it were not installed.
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None; from rewind.cli import main; "
+        f"sys.exit(main({argv!r}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert f"needs the module '{missing}" in line and hint in line

@@ -1,4 +1,4 @@
-"""rewind.invoker without Docker: the invoker's docker run flags, the /init and /run
+"""rewind_tools.invoker without Docker: the invoker's docker run flags, the /init and /run
 bodies, log attribution up to the sentinels, and the CLI's argument handling."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import base64
 
 import pytest
 
-from rewind.invoker import SENTINEL, ActionSpec, Container, Invoker
-from rewind.invoker.cli import build_parser
+from rewind_tools.invoker import SENTINEL, ActionSpec, Container, Invoker
+from rewind_tools.invoker.cli import build_parser
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,14 @@ import argparse
 import json
 import sys
 
-from rewind.cli import parse_env, parse_param
-from rewind.invoker.emulator import DEFAULT_DOCKER, ActionSpec, Activation, Invoker, InvokerError
+from rewind.cliargs import add_env_option, parse_param
+from rewind_tools.invoker.emulator import (
+    DEFAULT_DOCKER,
+    ActionSpec,
+    Activation,
+    Invoker,
+    InvokerError,
+)
 
 # Runtime settings forwarded to the container as REWIND_* environment variables.
 _RUNTIME_OPTIONS = {
@@ -39,15 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K=V",
         help="a parameter (V parsed as JSON when it parses)",
     )
-    p.add_argument(
-        "--env",
-        "-e",
-        action="append",
-        type=parse_env,
-        default=[],
-        metavar="K=V",
-        help="an init env variable of the action",
-    )
+    add_env_option(p, "an init env variable of the action")
     p.add_argument("--repeat", "-n", type=int, default=1, help="activations to run")
     p.add_argument("--timeout", type=float, default=60.0, help="time limit in seconds")
     p.add_argument("--memory-mb", type=int, default=256, help="container memory limit")

@@ -1,6 +1,6 @@
 """Prefaulting and in-place rewind against plain fork, in one run (benchmark process).
 
-``python -m rewind.bench.prefault``: for hello and a 100 MB action writing 2,000 pages,
+``python -m rewind_tools.bench.prefault``: for hello and a 100 MB action writing 2,000 pages,
 the p50 round trip of `none`, `fork`, `fork` + `REWIND_PREFAULT=on` and `inplace` (when
 available), their overhead against `none`, and the page faults a request takes after it
 arrives (from the launcher's REWIND_METRICS_FILE). Requests are spaced by ``--gap``
@@ -72,7 +72,7 @@ def measure(workload: str, params: dict, memory: str, prefault: str, n: int, gap
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison and print one table."""
-    parser = argparse.ArgumentParser(prog="python -m rewind.bench.prefault")
+    parser = argparse.ArgumentParser(prog="python -m rewind_tools.bench.prefault")
     parser.add_argument("-n", type=int, default=200, help="measured requests per mode")
     parser.add_argument("--gap", type=float, default=20.0, help="ms between requests")
     args = parser.parse_args(argv)

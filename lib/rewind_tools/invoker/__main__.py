@@ -1,6 +1,6 @@
-"""``python -m rewind.invoker``: the invoker emulator's command line (user's shell).
+"""``python -m rewind_tools.invoker``: the invoker emulator's command line (user's shell).
 
-Same arguments as ``rewind invoke --docker IMAGE ACTION`` (see :mod:`rewind.invoker.cli`).
+Same arguments as ``rewind invoke --docker IMAGE ACTION`` (see :mod:`rewind_tools.invoker.cli`).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from rewind.invoker.cli import run_cli
+from rewind_tools.invoker.cli import run_cli
 
 __all__ = ["main", "run_cli"]
 

@@ -16,8 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from rewind.bench.density import MixedResult  # noqa: E402
-from rewind.bench.latency import Result  # noqa: E402
+from rewind_tools.bench.density import MixedResult  # noqa: E402
+from rewind_tools.bench.latency import Result  # noqa: E402
 
 COLORS = {
     "none": "#4c72b0",

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rewind.bench import report, suite
+from rewind_tools.bench import report, suite
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {note}")
     print(f"saved to {out}/report.md ({time.monotonic() - began:.0f} s)", file=sys.stderr)
     if args.files:
-        from rewind.bench.files import main as files_main
+        from rewind_tools.bench.files import main as files_main
 
         return files_main([])
     return 0

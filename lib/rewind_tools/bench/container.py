@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rewind.bench.latency import (
+from rewind_tools.bench.latency import (
     SINGLE_THREADED,
     WORKLOADS_DIR,
     Case,
@@ -23,7 +23,7 @@ from rewind.bench.latency import (
     percentile,
     tree_memory,
 )
-from rewind.invoker.emulator import DEFAULT_DOCKER, ActionSpec, Invoker
+from rewind_tools.invoker.emulator import DEFAULT_DOCKER, ActionSpec, Invoker
 
 IMAGE = "whisk/action-python-v3.11-rewind:latest"
 

@@ -12,7 +12,7 @@ import contextlib
 import sys
 from dataclasses import dataclass
 
-from rewind.bench.latency import Case, Result, Started, closed_loop
+from rewind_tools.bench.latency import Case, Result, Started, closed_loop
 
 BUDGET_KIB = 2 * 1024 * 1024
 

@@ -1,6 +1,6 @@
 """Benchmark of file rewind: the REWIND engine against the paper's copy-and-mtime method.
 
-Runs in the user's shell (``python -m rewind.bench.files``). For each case it prints the
+Runs in the user's shell (``python -m rewind_tools.bench.files``). For each case it prints the
 median rewind time over N runs for both methods and their ratio. It reports; it never
 asserts a threshold.
 """
@@ -108,7 +108,7 @@ def run_case(base: str, name: str, entries: int, big: int, runs: int) -> tuple[s
 
 def main(argv: list[str] | None = None) -> int:
     """Run every case and print one table."""
-    parser = argparse.ArgumentParser(prog="python -m rewind.bench.files", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m rewind_tools.bench.files", description=__doc__)
     parser.add_argument("--runs", type=int, default=21, help="runs per case (median reported)")
     parser.add_argument("--dir", help="scratch directory (default: a new temp dir)")
     args = parser.parse_args(argv)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewind.bench import container, density, figures, report
-from rewind.bench.latency import MODES, Case, Result, measure
+from rewind_tools.bench import container, density, figures, report
+from rewind_tools.bench.latency import MODES, Case, Result, measure
 
 QUICK_CASES = [
     Case("hello", {"name": "bench"}),

@@ -10,9 +10,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewind.bench.density import MixedResult
-from rewind.bench.latency import Result, ratio
-from rewind.bench.latency import table as latency_table
+from rewind_tools.bench.density import MixedResult
+from rewind_tools.bench.latency import Result, ratio
+from rewind_tools.bench.latency import table as latency_table
 
 
 @dataclass
