@@ -48,7 +48,14 @@ INVOKER_DEFAULT_ARGS: tuple[str, ...] = (
 )
 ACTION_PORT = 8080
 # Errors that mean "the proxy does not listen yet": the invoker retries /init on them.
-_NOT_LISTENING = (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected)
+# docker-proxy accepts before the container listens, then closes: sending a large /init
+# body then fails with EPIPE.
+_NOT_LISTENING = (
+    ConnectionRefusedError,
+    ConnectionResetError,
+    BrokenPipeError,
+    http.client.RemoteDisconnected,
+)
 
 
 class InvokerError(Exception):
