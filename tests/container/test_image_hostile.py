@@ -74,8 +74,10 @@ def test_a_body_that_exhausts_memory_while_parsed_costs_only_its_request(warm):
 def test_code_planted_for_the_launcher_restart_never_runs(warm):
     w = warm("plants_launcher")
     assert w.run({}) == (200, {"count": 1})
+    # In the image the snapshot process runs under its own user, so the kill fails (200
+    # with the action's error); with one identity it dies (400) and the proxy restarts it.
     status, _ = w.run({"plant": True})
-    assert status == 400
+    assert status in (200, 400)
     assert [w.run({})[1]["count"] for _ in range(3)] == [1, 1, 1]
 
 
