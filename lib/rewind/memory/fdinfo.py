@@ -1,4 +1,4 @@
-"""What the kernel tells about a descriptor, and draining one without reading it.
+"""What the kernel tells about a descriptor, and draining one unread (snapshot process).
 
 ``/proc/self/fdinfo`` and its fields (locks, epoll interest, timerfd and eventfd state),
 the fcntl and ioctl queries the checkpoint and the rewind share, unix socket peers from

@@ -1,4 +1,4 @@
-"""Supervising request processes: shared by the fork, fresh, kernel and inplace backends.
+"""Supervising request processes, for every backend that has them (snapshot process).
 
 How a request process ended (``Outcome``), the error line for one that left no valid
 result, moving a result to fd 3 only when it is exactly one line, reading the status
