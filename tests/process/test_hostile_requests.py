@@ -11,7 +11,7 @@ import time
 import pytest
 
 from rewind.memory.child import READING, TOOK
-from rewind.memory.fork import read_status
+from rewind.memory.supervise import read_status
 
 SECURE = ["fork", "inplace"]
 

@@ -44,4 +44,4 @@ def test_replacing_the_runtimes_code_at_import_fails_init(serve, memory):
     rt = serve(memory=memory)
     resp = rt.init("patches_runtime")
     assert resp.status == 502, resp.body
-    assert "replaced the runtime's own rewind.memory.select.choose" in rt.stderr()
+    assert "replaced the runtime's own rewind.launcher.backend.choose" in rt.stderr()

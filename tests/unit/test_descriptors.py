@@ -18,14 +18,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from rewind.launcher.errors import FailClosed
-from rewind.memory.descriptors import (
-    F_GETOWN_EX,
-    SharedDescriptors,
-    fdinfo,
-    own_descriptors,
-    unix_peers,
-)
+from rewind.memory.descriptors import SharedDescriptors
+from rewind.memory.fdinfo import F_GETOWN_EX, fdinfo, unix_peers
+from rewind.memory.fdrecord import own_descriptors
+from rewind.request.errors import FailClosed
 
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 

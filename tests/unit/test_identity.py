@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from rewind.launcher.errors import FailClosed
 from rewind.memory import identity, setid_filter
+from rewind.request.errors import FailClosed
 
 IDENT = identity.Identity(
     snapshot_uid=2001, snapshot_gid=2002, function_uid=3001, function_gid=3002

@@ -3,7 +3,7 @@
 import pytest
 
 from rewind.launcher.config import LauncherConfig
-from rewind.launcher.errors import ConfigError
+from rewind.request.errors import ConfigError
 
 
 def test_defaults_are_auto_init_and_files_off():

@@ -9,7 +9,7 @@ import pytest
 from rewind.debug import debug_enabled, flag_on
 from rewind.launcher import status
 from rewind.launcher.config import LauncherConfig
-from rewind.launcher.protocol import send_ack
+from rewind.request.protocol import send_ack
 
 
 @pytest.mark.parametrize("value", ["", "0", "false", "no", "off", "FALSE", " 0 ", "No", None])

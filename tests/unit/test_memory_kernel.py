@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from rewind.launcher.errors import FailClosed
-from rewind.launcher.protocol import LineReader
 from rewind.memory import kernel as kernel_mod
 from rewind.memory.base import ServeContext
 from rewind.memory.kernel import KernelBackend, RewindSyscalls
+from rewind.request.errors import FailClosed
+from rewind.request.protocol import LineReader
 
 
 class FakeKernel:

@@ -13,7 +13,7 @@ from typing import Any
 
 from rewind import settings
 from rewind.debug import debug_enabled
-from rewind.launcher.errors import ConfigError
+from rewind.request.errors import ConfigError
 
 MEMORY_MODES = settings.MEMORY.choices
 CHECKPOINT_POLICIES = settings.CHECKPOINT.choices

@@ -6,15 +6,14 @@ the proxy refuses further requests, so a dirty file system is never served.
 
 from __future__ import annotations
 
-from rewind.launcher.errors import FailClosed
+from rewind.request.errors import FailClosed
+from rewind.sidecar.client import SidecarClient, SidecarError
 
 
 class FileRewinder:
     """Asks the sidecar to checkpoint and rewind the protected files."""
 
     def __init__(self, address: str) -> None:
-        from rewind.sidecar.client import SidecarClient
-
         self.address = address
         self.client = SidecarClient(address)
 
@@ -43,8 +42,6 @@ class FileRewinder:
         return self.client.fileno()
 
     def _call(self, op: str) -> dict[str, object]:
-        from rewind.sidecar.client import SidecarError
-
         try:
             reply: dict[str, object] = getattr(self.client, op)()
         except SidecarError as exc:

@@ -16,22 +16,24 @@ import importlib
 import sys
 import types
 
-from rewind.launcher.errors import ActionLoadError
+from rewind.request.errors import ActionLoadError
 
 # Everything the snapshot process runs after the import; loaded before it, so that the
 # action cannot plant its own version of a module the runtime would import later.
 SERVING_MODULES = (
-    "rewind.launcher.action",
+    "rewind.launcher.backend",
+    "rewind.launcher.checkpoint",
     "rewind.launcher.files",
-    "rewind.launcher.protocol",
     "rewind.launcher.status",
     "rewind.memory.base",
     "rewind.memory.child",
     "rewind.memory.fork",
     "rewind.memory.inplace",
     "rewind.memory.kernel",
-    "rewind.memory.select",
+    "rewind.memory.supervise",
     "rewind.memory.sysapi",
+    "rewind.request.action",
+    "rewind.request.protocol",
     "rewind.sidecar.client",
     "rewind.sidecar.protocol",
 )

@@ -1,8 +1,9 @@
 """The launcher's start-up: config, action import, checkpoint policy, backend (launcher).
 
-Order matters: the action is imported once, the optional warm-up runs, then the
-memory and file checkpoints are taken before the ack (policy ``init``/``warmup``) or
-after the first request (policy ``first-request``), and the backend serves the rest.
+Order matters: the action is imported once, then the checkpoint policy
+(``launcher.checkpoint``) warms up and takes the memory and file checkpoints before the
+ack (``init``/``warmup``) or after the first request (``first-request``), and the chosen
+backend serves the rest.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from rewind.debug import debug_enabled
 from rewind.launcher import integrity, status
-from rewind.launcher.action import flush_logs, load_action, print_user_traceback
+from rewind.launcher.checkpoint import Checkpoint
 from rewind.launcher.config import LauncherConfig
-from rewind.launcher.errors import (
+from rewind.launcher.files import FileRewinder
+from rewind.memory import identity
+from rewind.memory.base import ServeContext
+from rewind.memory.child import serve_one
+from rewind.request.action import ActionMain, flush_logs, load_action
+from rewind.request.errors import (
     EXIT_FAIL_CLOSED,
     EXIT_LOAD_ERROR,
     EXIT_OK,
-    ConfigError,
     FailClosed,
     LauncherError,
 )
-from rewind.launcher.protocol import RESULT_FD, LineReader, send_ack
-from rewind.memory import identity
+from rewind.request.protocol import RESULT_FD, LineReader
 
 _debug = False  # REWIND_DEBUG / OW_DEBUG, set once by run()
 
@@ -93,52 +97,43 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    """Run the launcher; return its exit code (see launcher.errors)."""
-    global _debug
-    _debug = debug_enabled(environ)
-    args = parse_args(argv)
-    spawn_env = dict(environ)  # what a fresh request process starts with
-    spawn_env.pop(identity.ENV, None)  # it starts as the function user already
-    try:
-        cfg = LauncherConfig.from_env(environ)
-        if not args.one_shot:
-            ident = identity.Identity.from_env(environ)
-            if ident is not None:
-                identity.enter(ident)  # before any of the action's code runs
-            elif cfg.debug:
-                log("the snapshot process shares the function's identity (no snapshot user)")
-        if cfg.memory in ("auto", "fork"):
-            for key, val in SINGLE_THREAD_DEFAULTS.items():
-                os.environ.setdefault(key, val)
-        marks = integrity.fingerprint()
-        if args.one_shot:
-            with _quiet_stdio():  # printed once already, in /init's log
-                main = load_action(os.getcwd(), args.main)
-        else:
-            main = load_action(os.getcwd(), args.main)
-    except LauncherError as exc:
-        init_error(str(exc))
-        return EXIT_LOAD_ERROR
-    reader = LineReader(0)
-    if args.one_shot:
-        from rewind.memory.child import serve_one
+def _load(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[LauncherConfig, ActionMain, integrity.Marks]:
+    """Read the settings, take the snapshot identity, import the action.
 
-        memfd, status_fd = args.one_shot
-        serve_one(reader, main, memfd, status_fd, close_fds=[])
+    Raises LauncherError: /init fails.
+    """
+    cfg = LauncherConfig.from_env(environ)
+    if not args.one_shot:
+        ident = identity.Identity.from_env(environ)
+        if ident is not None:
+            identity.enter(ident)  # before any of the action's code runs
+        elif cfg.debug:
+            log("the snapshot process shares the function's identity (no snapshot user)")
+    if cfg.memory in ("auto", "fork"):
+        for key, val in SINGLE_THREAD_DEFAULTS.items():
+            os.environ.setdefault(key, val)
+    marks = integrity.fingerprint()
+    # A fresh request process printed its import's output once already, in /init's log.
+    with _quiet_stdio() if args.one_shot else contextlib.nullcontext():
+        main = load_action(os.getcwd(), args.main)
+    return cfg, main, marks
 
-    from rewind.memory.base import ServeContext, serve_one_in_process
-    from rewind.memory.select import choose
 
-    pipe = status.StatusPipe.open(cfg.status_fd)
-    files = None
-    if cfg.files != "off":
-        from rewind.launcher.files import FileRewinder
-
-        files = FileRewinder(cfg.sidecar)
-    ctx = ServeContext(
+def _context(
+    cfg: LauncherConfig,
+    main_name: str,
+    main: ActionMain,
+    reader: LineReader,
+    spawn_env: dict[str, str],
+    files: FileRewinder | None,
+    pipe: status.StatusPipe,
+) -> ServeContext:
+    """What every backend serves with."""
+    return ServeContext(
         main=main,
-        main_name=args.main,
+        main_name=main_name,
         reader=reader,
         files=files,
         result_fd=RESULT_FD,
@@ -148,53 +143,40 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         metrics_fd=_open_metrics(cfg.metrics_file),
         status_fd=pipe.fd,
     )
-    if cfg.checkpoint == "warmup":
-        try:
-            main(cfg.warmup)
-        except Exception as exc:
-            print_user_traceback(exc)
-            init_error(f"the warm-up run (REWIND_WARMUP) failed: {exc}")
-            return EXIT_LOAD_ERROR
-    # What the action printed at import (or in the warm-up) belongs to /init's log: flushed
-    # now, it is not in the buffer every request process inherits from the snapshot.
-    flush_logs()
+
+
+def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """Run the launcher; return its exit code (see request.errors)."""
+    global _debug
+    _debug = debug_enabled(environ)
+    args = parse_args(argv)
+    spawn_env = dict(environ)  # what a fresh request process starts with
+    spawn_env.pop(identity.ENV, None)  # it starts as the function user already
     try:
-        integrity.verify(marks)
+        cfg, main, marks = _load(args, environ)
     except LauncherError as exc:
         init_error(str(exc))
         return EXIT_LOAD_ERROR
-    backend = None
-    note = None
-    if cfg.checkpoint != "first-request":
-        try:
-            backend, note = choose(cfg)
-            if files is not None:
-                files.start()
-        except (ConfigError, FailClosed) as exc:
-            init_error(str(exc))
-            return EXIT_LOAD_ERROR
-    record = status.choice(cfg, backend, note)
-    log(status.describe(record))
-    if cfg.wait_for_ack:
-        send_ack(RESULT_FD, record)
-    else:
-        pipe.send(rewind=record)
+    reader = LineReader(0)
+    if args.one_shot:
+        memfd, status_fd = args.one_shot
+        serve_one(reader, main, memfd, status_fd, close_fds=[])
+    pipe = status.StatusPipe.open(cfg.status_fd)
+    files = FileRewinder(cfg.sidecar) if cfg.files != "off" else None
+    ctx = _context(cfg, args.main, main, reader, spawn_env, files, pipe)
+    policy = Checkpoint(cfg, ctx, files, pipe, log)
     try:
+        policy.before_ack(marks)
+    except LauncherError as exc:
+        init_error(str(exc))
+        return EXIT_LOAD_ERROR
+    policy.acknowledge()
+    try:
+        backend = policy.backend_after_ack()
         if backend is None:
-            # first-request: the first real request runs here and its state is the snapshot.
-            if not serve_one_in_process(ctx, catch_exit=False):
-                return EXIT_OK
-            try:
-                backend, note = choose(cfg)
-            except ConfigError as exc:
-                raise FailClosed(str(exc)) from None
-            if files is not None:
-                files.start()
-            record = status.choice(cfg, backend, note)
-            log(status.describe(record))
-            pipe.send(rewind=record)
+            return EXIT_OK
         ctx.checkpoint_descriptors()
-        return backend.serve(ctx)  # type: ignore[attr-defined, no-any-return]
+        return backend.serve(ctx)
     except FailClosed as exc:
         log(f"refusing further requests: {exc}")
         pipe.send(failed_closed=str(exc))

@@ -20,18 +20,19 @@ import stat
 from typing import Any
 
 from rewind.launcher.config import LauncherConfig
+from rewind.memory.base import Backend
 
 PENDING_FIRST_REQUEST = (
     "REWIND_CHECKPOINT=first-request: the backend is chosen after the first request"
 )
 
 
-def choice(cfg: LauncherConfig, backend: object | None, note: str | None) -> dict[str, str]:
+def choice(cfg: LauncherConfig, backend: Backend | None, note: str | None) -> dict[str, str]:
     """The record of the backend choice (``backend`` None: not chosen yet)."""
     if backend is None:
         memory, reason = "", PENDING_FIRST_REQUEST
     else:
-        memory = str(getattr(backend, "name", type(backend).__name__))
+        memory = backend.name
         reason = note or (
             f"REWIND_MEMORY=auto: {memory} works here"
             if cfg.memory == "auto"

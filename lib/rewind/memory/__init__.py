@@ -2,5 +2,5 @@
 
 ``none`` reuses one process (insecure baseline), ``fork`` runs each request in a child of
 a snapshot process, ``fresh`` starts a new interpreter per request, ``kernel`` uses the
-REWIND kernel's checkpoint/rewind system calls. ``select.choose`` picks one.
+REWIND kernel's checkpoint/rewind system calls. ``launcher.backend.choose`` picks one.
 """

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rewind.launcher.action import ActionMain, error_line, flush_logs, run_request
-from rewind.launcher.errors import EXIT_OK
-from rewind.launcher.protocol import RESULT_FD, LineReader, write_all
 from rewind.memory import identity
 from rewind.memory.descriptors import SharedDescriptors
+from rewind.request.action import ActionMain, error_line, flush_logs, run_request
+from rewind.request.errors import EXIT_OK
+from rewind.request.protocol import RESULT_FD, LineReader, write_all
 
 
 class FileHook(Protocol):
@@ -81,6 +81,18 @@ class ServeContext:
             for note in self.descriptors.rewind(clean):
                 if self.debug:
                     self.log(note)
+
+
+class Backend(Protocol):
+    """A memory backend: ``serve`` answers requests until EOF and returns the exit code.
+
+    Implemented by ``NoneBackend``, ``fork.SnapshotProcess`` (fork and fresh),
+    ``kernel.KernelBackend`` and ``inplace.InplaceBackend``; ``launcher.backend`` picks one.
+    """
+
+    name: str
+
+    def serve(self, ctx: ServeContext) -> int: ...
 
 
 # Runtime status lines start with a space, which no result line of an action does: the

@@ -17,8 +17,9 @@ import traceback
 from array import array
 from typing import NoReturn
 
-from rewind.launcher import errors
-from rewind.launcher.action import (
+from rewind.memory import identity, keyrings, prefault, sysapi
+from rewind.request import errors
+from rewind.request.action import (
     ActionMain,
     deadline_of,
     encode_result,
@@ -27,8 +28,7 @@ from rewind.launcher.action import (
     parse_request,
     run_request,
 )
-from rewind.launcher.protocol import LineReader, write_all
-from rewind.memory import identity, keyrings, prefault, sysapi
+from rewind.request.protocol import LineReader, write_all
 
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 

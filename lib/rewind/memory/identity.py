@@ -38,9 +38,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from rewind.launcher.errors import FailClosed
 from rewind.memory import setid_filter, sysapi
 from rewind.memory.signaller import Signaller, send_direct
+from rewind.request.errors import FailClosed
 
 ENV = "REWIND_FUNCTION_IDS"  # "uid:gid" of the function user, set by the proxy only
 KILL_TIMEOUT_S = 5.0  # as fork.KILL_TIMEOUT_S: leftovers that outlive it fail closed

@@ -31,10 +31,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import NoReturn
 
-from rewind.launcher import errors
-from rewind.launcher.action import deadline_of, flush_logs, run_request
-from rewind.launcher.errors import EXIT_OK, FailClosed
-from rewind.launcher.protocol import write_all
 from rewind.memory import identity, keyrings, sysapi
 from rewind.memory.base import ServeContext, exited_line
 from rewind.memory.child import (
@@ -46,17 +42,21 @@ from rewind.memory.child import (
     prewarm,
     wait_for_request,
 )
-from rewind.memory.fork import (
+from rewind.memory.fork import fork_backend
+from rewind.memory.supervise import (
     ACTION_EXITED,
     MALFORMED,
     Outcome,
     StdinLost,
     describe_failure,
-    fork_backend,
     forward_one_line,
     kill_descendants,
     poll_readable,
 )
+from rewind.request import errors
+from rewind.request.action import deadline_of, flush_logs, run_request
+from rewind.request.errors import EXIT_OK, FailClosed
+from rewind.request.protocol import write_all
 
 # The "started" record has a fixed size, so the snapshot process reads exactly the
 # trusted bytes and never what the action may write after them.

@@ -11,11 +11,11 @@ from __future__ import annotations
 import enum
 from typing import Protocol
 
-from rewind.launcher.errors import EXIT_OK, FailClosed
 from rewind.memory import identity
 from rewind.memory.base import ServeContext, serve_one_in_process
-from rewind.memory.fork import kill_descendants
+from rewind.memory.supervise import kill_descendants
 from rewind.memory.sysapi import become_subreaper, raw_syscall
+from rewind.request.errors import EXIT_OK, FailClosed
 
 SYS_CHECKPOINT = 548
 SYS_REWIND = 549

@@ -20,6 +20,7 @@ import ctypes.util
 import errno
 import os
 import platform
+import sys
 
 _SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "arm64": 219}.get(platform.machine(), -1)
 
@@ -97,7 +98,5 @@ def join_new_session() -> bool:
 if __name__ == "__main__":
     # `python -m rewind.memory.keyrings CMD ARGS...`: run CMD in a new session keyring
     # (`rewind serve`: the runtime must not possess the caller's login session keyring).
-    import sys
-
     join_new_session()
     os.execvp(sys.argv[1], sys.argv[1:])

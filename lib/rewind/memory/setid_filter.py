@@ -19,8 +19,8 @@ from __future__ import annotations
 import platform
 import struct
 
-from rewind.launcher.errors import FailClosed
 from rewind.memory import sysapi
+from rewind.request.errors import FailClosed
 
 _LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _ERRNO, _KILL = 0x7FFF0000, 0x00050000, 0x80000000

@@ -17,8 +17,8 @@ import os
 import signal
 from collections.abc import Callable, Iterable
 
-from rewind.launcher.errors import FailClosed
 from rewind.memory import sysapi
+from rewind.request.errors import FailClosed
 
 ALLOWED = (signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT)
 BATCH = 256  # pids per command: one command stays below PIPE_BUF, so it is one write

@@ -9,7 +9,10 @@ import argparse
 import os
 import sys
 
+from rewind.files.docker import DockerConfig, DockerDriver
+from rewind.files.local import LocalConfig, LocalDriver
 from rewind.files.model import SnapshotError
+from rewind.sidecar.server import Driver, ServerConfig, SidecarServer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,18 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshot-dir", help="root-only dir for snapshots")
     args = parser.parse_args(argv)
 
-    from rewind.sidecar.server import Driver, ServerConfig, SidecarServer
-
     driver: Driver
     try:
         config = ServerConfig.from_env(os.environ, args.listen)
         if args.driver == "local":
-            from rewind.files.local import LocalConfig, LocalDriver
-
             driver = LocalDriver(LocalConfig.from_env(os.environ, args.paths, args.snapshot_dir))
         else:
-            from rewind.files.docker import DockerConfig, DockerDriver
-
             driver = DockerDriver(DockerConfig.from_env(os.environ, args.snapshot_dir))
         server = SidecarServer(driver, config)
         try:

@@ -10,7 +10,7 @@ def _none_backend(cfg, *args, **kwargs):
     return sys.modules["rewind.memory.base"].NoneBackend(), None
 
 
-sys.modules["rewind.memory.select"].choose = _none_backend
+sys.modules["rewind.launcher.backend"].choose = _none_backend
 
 
 def main(args):

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from rewind.launcher import action
-from rewind.launcher.protocol import LineReader
+from rewind.request import action
+from rewind.request.protocol import LineReader
 
 
 def _result(line: bytes):

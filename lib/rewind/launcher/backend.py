@@ -1,4 +1,4 @@
-"""Choosing the memory backend at the checkpoint (launcher process).
+"""Choosing the memory backend at the checkpoint: launcher policy (launcher process).
 
 ``auto`` never degrades silently: it picks the REWIND kernel when the proxy's helper
 found it, else inplace when userfaultfd, PAGEMAP_SCAN and ptrace work here, else fork
@@ -12,25 +12,17 @@ honoured fails /init with a clear message. Shared writable memory mapped by the 
 from __future__ import annotations
 
 from rewind.launcher.config import LauncherConfig
-from rewind.launcher.errors import ConfigError
-from rewind.memory.base import NoneBackend, ServeContext
+from rewind.memory import inplace
+from rewind.memory.base import Backend, NoneBackend
 from rewind.memory.fork import fork_backend, fresh_backend
 from rewind.memory.kernel import KernelBackend
 from rewind.memory.sysapi import shared_writable_mappings, thread_count
+from rewind.request.errors import ConfigError
 
 THREAD_HINT = (
     "threads are usually started by imports such as numpy's OpenBLAS; "
     "set OPENBLAS_NUM_THREADS=1 (and OMP_NUM_THREADS=1) in the action's environment"
 )
-
-
-class Backend:
-    """A memory backend: ``serve`` answers requests until EOF, returns the exit code."""
-
-    name: str
-
-    def serve(self, ctx: ServeContext) -> int:  # pragma: no cover - interface
-        raise NotImplementedError
 
 
 def _shared_problem(shared: list[str]) -> str | None:
@@ -45,7 +37,7 @@ def _shared_problem(shared: list[str]) -> str | None:
 
 def choose(
     cfg: LauncherConfig, threads: int | None = None, shared: list[str] | None = None
-) -> tuple[object, str | None]:
+) -> tuple[Backend, str | None]:
     """Return (backend, note); note is a message to log about the choice, if any."""
     threads = thread_count() if threads is None else threads
     shared = shared_writable_mappings() if shared is None else shared
@@ -61,11 +53,9 @@ def choose(
                 f"REWIND_MEMORY=auto: every request runs in a fresh process (slow): {problem}"
             )
         if threads == 1:
-            from rewind.memory.inplace import InplaceBackend, available
-
-            ok, why = available()
+            ok, why = inplace.available()
             if ok:
-                return InplaceBackend(), None
+                return inplace.InplaceBackend(), None
             return fork_backend(cfg.prefault), f"REWIND_MEMORY=auto: using fork: inplace {why}"
         return fresh_backend(), (
             f"REWIND_MEMORY=auto: {threads} threads are alive at the checkpoint and fork "
@@ -86,12 +76,10 @@ def choose(
     if mode == "fresh":
         return fresh_backend(), None
     if mode == "inplace":
-        from rewind.memory.inplace import InplaceBackend, available
-
-        ok, why = available()
+        ok, why = inplace.available()
         if not ok:
             raise ConfigError(f"REWIND_MEMORY=inplace is not available: {why}")
-        return InplaceBackend(), None
+        return inplace.InplaceBackend(), None
     return NoneBackend(), (
         "REWIND_MEMORY=none: requests share one process, so each can read what earlier "
         "requests left behind. This is the insecure baseline, for comparison only."

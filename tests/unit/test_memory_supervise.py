@@ -6,9 +6,9 @@ import signal
 
 import pytest
 
-from rewind.launcher import errors
 from rewind.memory.child import decode_started, encode_started
-from rewind.memory.fork import Outcome, describe_failure, forward_one_line
+from rewind.memory.supervise import Outcome, describe_failure, forward_one_line
+from rewind.request import errors
 
 
 def _memfd(data: bytes) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from rewind.launcher.errors import ActionLoadError
+from rewind.request.errors import ActionLoadError
 
 ActionMain = Callable[[Any], Any]
 

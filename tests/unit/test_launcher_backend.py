@@ -2,14 +2,14 @@
 
 import pytest
 
+from rewind.launcher.backend import choose
 from rewind.launcher.config import LauncherConfig
-from rewind.launcher.errors import ConfigError
 from rewind.memory import inplace
 from rewind.memory.base import NoneBackend
 from rewind.memory.fork import SnapshotProcess
 from rewind.memory.inplace import InplaceBackend
 from rewind.memory.kernel import KernelBackend
-from rewind.memory.select import choose
+from rewind.request.errors import ConfigError
 
 
 def cfg(**kw):
