@@ -29,7 +29,7 @@ import signal
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rewind.launcher import errors
 from rewind.launcher.action import deadline_of, flush_logs, run_request
@@ -214,10 +214,20 @@ class Worker:
     memfd: int
     status_r: int
     gate_w: int
+    ckpt: Any  # its _inplace.Checkpoint
 
     def close(self) -> None:
         for fd in (self.pidfd, self.memfd, self.status_r, self.gate_w):
             os.close(fd)
+
+
+def _stop(ext: ModuleType, w: Worker) -> str | None:
+    """Stop the worker after its request: None, or why it must be replaced."""
+    try:
+        w.ckpt.stop()
+    except ext.Refused as exc:
+        return str(exc)
+    return None
 
 
 class InplaceBackend:
@@ -277,14 +287,14 @@ class InplaceBackend:
             worker_main(ctx, ext, memfd, status_w, gate_r, close)
         os.close(status_w)
         os.close(gate_r)
-        w = Worker(pid, os.pidfd_open(pid), memfd, status_r, gate_w)
+        w = Worker(pid, os.pidfd_open(pid), memfd, status_r, gate_w, ext.Checkpoint())
         ready = _read_exact(status_r, READY_LEN)
         if len(ready) != READY_LEN or not ready.startswith(b"R"):
             status = _reap(pid)
             w.close()
             raise CaptureFailed(f"the worker did not start (status {status})")
         try:
-            figures = ext.capture(pid, gate_r, int(ready[1:]))
+            figures = w.ckpt.capture(pid, gate_r, int(ready[1:]))
         except OSError as exc:
             _discard(pid)
             w.close()
@@ -299,7 +309,7 @@ class InplaceBackend:
     ) -> tuple[Worker | None, bool]:
         """The worker died during a request: answer as fork does, start a new one."""
         status = _reap(w.pid)
-        ext.release()
+        w.ckpt.release()
         kill_orphans(None)
         write_all(ctx.result_fd, describe_failure(Outcome(True, status, timed_out)))
         w.close()
@@ -320,7 +330,7 @@ class InplaceBackend:
             return self._lost(ctx, ext, w, timed_out=False)
         if not started:
             status = _reap(w.pid)  # the worker ended without a request
-            ext.release()
+            w.ckpt.release()
             w.close()
             kill_orphans(None)
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == errors.CHILD_STDIN_EOF:
@@ -335,12 +345,12 @@ class InplaceBackend:
         timed_out = not ready
         if w.pidfd in ready:
             return self._lost(ctx, ext, w, timed_out)
-        problem = ext.stop()  # before the reply: nothing of the request runs on
+        problem = _stop(ext, w)  # before the reply: nothing of the request runs on
         request_faults = _minor_faults(w.pid) - faults_before if ctx.metrics_fd is not None else 0
-        died = ext.exit_status()  # it ended while being stopped: answer as for a crash
+        died = w.ckpt.exit_status()  # it ended while being stopped: answer as for a crash
         if problem is not None:
             _discard(w.pid)
-            ext.release()
+            w.ckpt.release()
         kill_orphans(None if problem else w.pid)
         outcome = ext.drain(w.status_r)
         if timed_out or died is not None:
@@ -354,11 +364,12 @@ class InplaceBackend:
         ctx.rewind_files()
         files_ms = (time.perf_counter() - replied_at) * 1000
         if problem is None:
-            result = ext.rewind()
-            if isinstance(result, str):
-                problem = result
+            try:
+                result = w.ckpt.rewind()
+            except ext.Refused as exc:
+                problem = str(exc)
                 _discard(w.pid)
-                ext.release()
+                w.ckpt.release()
         if problem is not None:
             self.reforks_in_a_row += 1
             _debug(ctx, f"inplace: starting a new worker: {problem}")
