@@ -141,6 +141,20 @@ long dec_field(const char *buf, const char *key) {
     return (long)dec_at(&p);
 }
 
+/* The octal number after key in buf (umask, file status flags), or 0 without key. */
+static unsigned oct_field(const char *buf, const char *key) {
+    const char *p = strstr(buf, key);
+    unsigned v = 0;
+    if (!p)
+        return 0;
+    p += strlen(key);
+    while (*p == ' ' || *p == '\t')
+        p++;
+    while (*p >= '0' && *p <= '7')
+        v = v * 8 + (unsigned)(*p++ - '0');
+    return v;
+}
+
 int read_status(pid_t pid, struct pstatus *st) {
     char path[64], buf[4096];
     size_t len;
@@ -149,15 +163,7 @@ int read_status(pid_t pid, struct pstatus *st) {
     if (rc < 0)
         return rc;
     st->threads = (int)dec_field(buf, "\nThreads:");
-    const char *u = strstr(buf, "\nUmask:");
-    st->umask = 0;
-    if (u) {
-        u += 7;
-        while (*u == ' ' || *u == '\t')
-            u++;
-        while (*u >= '0' && *u <= '7')
-            st->umask = st->umask * 8 + (unsigned)(*u++ - '0');
-    }
+    st->umask = oct_field(buf, "\nUmask:");
     st->pnd = hex_field(buf, "\nSigPnd:");
     st->shdpnd = hex_field(buf, "\nShdPnd:");
     st->blk = hex_field(buf, "\nSigBlk:");
@@ -204,16 +210,8 @@ int read_fds(pid_t pid, struct saved_fd *out, int cap) {
             char ipath[64], info[1024];
             size_t ilen;
             snprintf(ipath, sizeof ipath, "/proc/%d/fdinfo/%d", (int)pid, s->fd);
-            if (read_file_into(ipath, info, sizeof info, &ilen) == 0) {
-                const char *f = strstr(info, "flags:");
-                if (f) {
-                    f += 6;
-                    while (*f == ' ' || *f == '\t')
-                        f++;
-                    while (*f >= '0' && *f <= '7')
-                        s->flags = s->flags * 8 + (unsigned)(*f++ - '0');
-                }
-            }
+            if (read_file_into(ipath, info, sizeof info, &ilen) == 0)
+                s->flags = oct_field(info, "flags:");
         }
     }
     close(dfd);
