@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 dev: $(VENV)/.installed build/proxy
 
-$(VENV)/.installed: pyproject.toml setup.py lib/rewind/memory/_inplace.c
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard lib/rewind/memory/_inplace*.[ch])
 	@test -x $(PY) || "$$(scripts/ensure-python.sh)" -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
 	  | grep -v "^WARNING: Location" || true

@@ -29,7 +29,7 @@ import signal
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rewind.memory import identity, keyrings, sysapi
 from rewind.memory.base import ServeContext, exited_line
@@ -212,10 +212,46 @@ class Worker:
     memfd: int
     status_r: int
     gate_w: int
+    ckpt: Any  # its _inplace.Checkpoint
 
     def close(self) -> None:
         for fd in (self.pidfd, self.memfd, self.status_r, self.gate_w):
             os.close(fd)
+
+
+def _stop(ext: ModuleType, w: Worker) -> str | None:
+    """Stop the worker after its request: None, or why it must be replaced."""
+    try:
+        w.ckpt.stop()
+    except ext.Refused as exc:
+        return str(exc)
+    return None
+
+
+@dataclass
+class _Taken:
+    """A request the worker took: its deadline and the page faults it had taken before."""
+
+    deadline: float | None
+    faults_before: int
+
+
+def _record(
+    ctx: ServeContext, result: dict[str, float], after_reply_ms: float, files_ms: float, faults: int
+) -> None:
+    """One metrics line of an in-place rewind (REWIND_METRICS_FILE)."""
+    ctx.record(
+        after_reply_ms=after_reply_ms,
+        files_ms=files_ms,
+        rewind_ms=result["ms"],
+        check_ms=result["check_ms"],
+        scan_ms=result["scan_ms"],
+        repair_ms=result["repair_ms"],
+        restore_ms=result["restore_ms"],
+        pages=result["pages"],
+        injected=result["injected"],
+        request_faults=faults,
+    )
 
 
 class InplaceBackend:
@@ -276,7 +312,7 @@ class InplaceBackend:
             worker_main(ctx, ext, memfd, status_w, gate_r, close)
         os.close(status_w)
         os.close(gate_r)
-        w = Worker(pid, os.pidfd_open(pid), memfd, status_r, gate_w)
+        w = Worker(pid, os.pidfd_open(pid), memfd, status_r, gate_w, ext.Checkpoint())
         ready = _read_exact(status_r, READY_LEN)
         if len(ready) != READY_LEN or not ready.startswith(b"R"):
             status = _reap(pid)
@@ -284,7 +320,7 @@ class InplaceBackend:
             raise CaptureFailed(f"the worker did not start (status {status})")
         try:
             with identity.acting_as_function():  # only our code runs in the worker yet
-                figures = ext.capture(pid, gate_r, int(ready[1:]))
+                figures = w.ckpt.capture(pid, gate_r, int(ready[1:]))
         except OSError as exc:
             _discard(pid)
             w.close()
@@ -299,7 +335,7 @@ class InplaceBackend:
     ) -> tuple[Worker | None, bool]:
         """The worker died during a request: answer as fork does, start a new one."""
         status = _reap(w.pid)
-        ext.release()
+        w.ckpt.release()
         kill_orphans(None)
         write_all(ctx.result_fd, describe_failure(Outcome(True, status, timed_out)))
         w.close()
@@ -310,62 +346,29 @@ class InplaceBackend:
         self, ctx: ServeContext, ext: ModuleType, w: Worker
     ) -> tuple[Worker | None, bool]:
         """One request; returns (the worker to use next, or None; False at EOF)."""
-        poll_readable([w.status_r, w.pidfd], None)
-        reading = _read_exact(w.status_r, len(READING)) == READING
-        took = reading and _read_exact(w.status_r, len(TOOK)) == TOOK
-        record = _read_exact(w.status_r, STARTED_LEN) if took else b""
-        started, deadline, faults_before = decode_started(record)
-        if took and not started:
-            # It died after taking a request (while parsing it): answer it as a crash.
-            return self._lost(ctx, ext, w, timed_out=False)
-        if not started:
-            status = _reap(w.pid)  # the worker ended without a request
-            ext.release()
-            w.close()
-            kill_orphans(None)
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == errors.CHILD_STDIN_EOF:
-                return None, False
-            if reading:
-                # Part of its request may still be in stdin: the proxy starts a new launcher.
-                raise StdinLost(f"the worker died reading its request (status {status})")
-            _debug(ctx, f"inplace worker ended before a request (status {status})")
-            return None, True
-        timeout = None if deadline is None else deadline - time.time()
+        taken = self._take(ctx, ext, w)
+        if not isinstance(taken, _Taken):
+            return taken
+        timeout = None if taken.deadline is None else taken.deadline - time.time()
         ready = poll_readable([w.status_r, w.pidfd], timeout)
         timed_out = not ready
         if w.pidfd in ready:
             return self._lost(ctx, ext, w, timed_out)
-        # Nothing of the function user's may run while we act as it: stop the worker and
-        # kill the rest first, through the signaller; then ptrace it.
-        frozen = identity.freeze(w.pid, lambda: _own_children() + identity.live_children(w.pid))
-        with identity.acting_as_function():
-            problem = ext.stop() if frozen else "the worker could not be stopped"
-        request_faults = _minor_faults(w.pid) - faults_before if ctx.metrics_fd is not None else 0
-        died = ext.exit_status()  # it ended while being stopped: answer as for a crash
-        if problem is not None:
-            _discard(w.pid)
-            ext.release()
-        kill_orphans(None if problem else w.pid)
-        outcome = ext.drain(w.status_r)
-        if timed_out or died is not None:
-            write_all(ctx.result_fd, describe_failure(Outcome(True, died or 0, timed_out)))
-        elif outcome == "exited":
-            write_all(ctx.result_fd, exited_line(ACTION_EXITED))
-        elif not (outcome == "done" and forward_one_line(w.memfd, ctx.result_fd)):
-            write_all(ctx.result_fd, exited_line(MALFORMED))
+        problem, clean, request_faults = self._stop_and_reply(ctx, ext, w, timed_out, taken)
         replied_at = time.perf_counter()
         os.sched_yield()  # let the proxy take the reply before the rewind takes the CPU
-        ctx.rewind_shared(clean=not timed_out and died is None and outcome == "done")
+        ctx.rewind_shared(clean=clean)
         files_ms = (time.perf_counter() - replied_at) * 1000
+        result: dict[str, float] = {}
         if problem is None:
-            with identity.acting_as_function():
-                result = ext.rewind()
-                if not isinstance(result, str):  # detached and rewound: resume it
-                    identity.thaw(w.pid)
-            if isinstance(result, str):
-                problem = result
+            try:
+                with identity.acting_as_function():
+                    result = w.ckpt.rewind()
+                    identity.thaw(w.pid)  # detached and rewound: resume it
+            except ext.Refused as exc:
+                problem = str(exc)
                 _discard(w.pid)
-                ext.release()
+                w.ckpt.release()
         if problem is not None:
             self.reforks_in_a_row += 1
             _debug(ctx, f"inplace: starting a new worker: {problem}")
@@ -377,16 +380,60 @@ class InplaceBackend:
         os.lseek(w.memfd, 0, os.SEEK_SET)
         os.write(w.gate_w, b"g")
         if ctx.metrics_fd is not None:
-            ctx.record(
-                after_reply_ms=(time.perf_counter() - replied_at) * 1000,
-                files_ms=files_ms,
-                rewind_ms=result["ms"],
-                check_ms=result["check_ms"],
-                scan_ms=result["scan_ms"],
-                repair_ms=result["repair_ms"],
-                restore_ms=result["restore_ms"],
-                pages=result["pages"],
-                injected=result["injected"],
-                request_faults=request_faults,
-            )
+            after = (time.perf_counter() - replied_at) * 1000
+            _record(ctx, result, after_reply_ms=after, files_ms=files_ms, faults=request_faults)
         return w, True
+
+    def _take(
+        self, ctx: ServeContext, ext: ModuleType, w: Worker
+    ) -> _Taken | tuple[Worker | None, bool]:
+        """Wait for the worker to take a request: its deadline, or how serving goes on."""
+        poll_readable([w.status_r, w.pidfd], None)
+        reading = _read_exact(w.status_r, len(READING)) == READING
+        took = reading and _read_exact(w.status_r, len(TOOK)) == TOOK
+        record = _read_exact(w.status_r, STARTED_LEN) if took else b""
+        started, deadline, faults_before = decode_started(record)
+        if started:
+            return _Taken(deadline, faults_before)
+        if took:
+            # It died after taking a request (while parsing it): answer it as a crash.
+            return self._lost(ctx, ext, w, timed_out=False)
+        status = _reap(w.pid)  # the worker ended without a request
+        w.ckpt.release()
+        w.close()
+        kill_orphans(None)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == errors.CHILD_STDIN_EOF:
+            return None, False
+        if reading:
+            # Part of its request may still be in stdin: the proxy starts a new launcher.
+            raise StdinLost(f"the worker died reading its request (status {status})")
+        _debug(ctx, f"inplace worker ended before a request (status {status})")
+        return None, True
+
+    def _stop_and_reply(
+        self, ctx: ServeContext, ext: ModuleType, w: Worker, timed_out: bool, taken: _Taken
+    ) -> tuple[str | None, bool, int]:
+        """Stop the worker, kill what it left, answer the request.
+
+        Returns (why the worker must be replaced, or None; whether the request ended
+        cleanly; the page faults it took).
+        """
+        # Nothing of the function user's may run while we act as it: stop the worker and
+        # kill the rest first, through the signaller; then ptrace it.
+        frozen = identity.freeze(w.pid, lambda: _own_children() + identity.live_children(w.pid))
+        with identity.acting_as_function():
+            problem = _stop(ext, w) if frozen else "the worker could not be stopped"
+        faults = _minor_faults(w.pid) - taken.faults_before if ctx.metrics_fd is not None else 0
+        died = w.ckpt.exit_status()  # it ended while being stopped: answer as for a crash
+        if problem is not None:
+            _discard(w.pid)
+            w.ckpt.release()
+        kill_orphans(None if problem else w.pid)
+        outcome = ext.drain(w.status_r)
+        if timed_out or died is not None:
+            write_all(ctx.result_fd, describe_failure(Outcome(True, died or 0, timed_out)))
+        elif outcome == "exited":
+            write_all(ctx.result_fd, exited_line(ACTION_EXITED))
+        elif not (outcome == "done" and forward_one_line(w.memfd, ctx.result_fd)):
+            write_all(ctx.result_fd, exited_line(MALFORMED))
+        return problem, not timed_out and died is None and outcome == "done", faults
