@@ -184,3 +184,18 @@ def test_a_sentinel_printed_by_the_action_leaves_later_logs_in_place(runtime_ima
             assert text.count("XXX-THE-END-OF-A-WHISK-ACTIVATION-XXX") == 3, text
     finally:
         inv.close()
+
+
+def test_an_init_env_no_process_could_start_with_does_not_break_later_inits_in_the_image(
+    runtime_image: str,
+):
+    code = (ACTIONS / "echo" / "main.py").read_text()
+    inv = Invoker(runtime_image, memory_mb=256)
+    try:
+        container = inv.create("env")
+        bad = container.init({"code": code, "main": "main", "env": {"A\x00B": "x"}}, 60)
+        assert bad.status == 400, bad.body
+        good = container.init({"code": code, "main": "main", "env": {"FINE": "1"}}, 60)
+        assert good.status == 200, good.body
+    finally:
+        inv.close()

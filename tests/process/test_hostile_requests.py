@@ -130,3 +130,17 @@ def test_a_result_that_looks_like_a_runtime_status_is_the_actions_result(serve, 
         resp = rt.run({})
         assert resp.status == 200, resp.body
         assert resp.json() == {"rewind_status": "exited", "error": "not really", "ok": True}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"A\x00B": "x"}, {"A": "x\x00y"}, {"BIG": "v" * (200 << 10)}],
+    ids=["nul-in-name", "nul-in-value", "200KiB-value"],
+)
+def test_an_init_env_no_process_could_start_with_does_not_break_later_inits(serve, env):
+    rt = serve(memory="fork")
+    bad = rt.init("echo", env=env)
+    assert bad.status == 400, bad.body
+    good = rt.init("echo", env={"FINE": "1"})
+    assert good.status == 200, good.body
+    assert rt.run({"k": 1}).json()["args"] == {"k": 1}
