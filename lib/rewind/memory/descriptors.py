@@ -60,6 +60,7 @@ from rewind.memory.fdrecord import (
     Saved,
     own_descriptors,
     refill_pipe,
+    reopen,
     save,
 )
 from rewind.request.errors import FailClosed
@@ -222,7 +223,7 @@ class SharedDescriptors:
             return
         if s.content is None and not s.source:
             raise FailClosed(f"descriptor {s.fd} ({s.target}) was written and {s.unrestorable}")
-        w = os.open(f"/proc/self/fd/{s.fd}", os.O_WRONLY | os.O_CLOEXEC)
+        w = reopen(s.fd, os.O_WRONLY | os.O_CLOEXEC)
         try:
             if s.content is not None:
                 os.ftruncate(w, len(s.content))

@@ -14,6 +14,7 @@ import socket
 import stat
 from dataclasses import dataclass, field
 
+from rewind.memory import identity
 from rewind.memory.fdinfo import (
     fdinfo,
     fionread,
@@ -170,10 +171,21 @@ def _save_pipe_content(s: Saved) -> None:
     refill_pipe(s)
 
 
+def reopen(fd: int, flags: int) -> int:
+    """Open what ``fd`` refers to again, through /proc/self/fd, as the function user.
+
+    The action opened it at import as that user (a pipe's inode is its creator's, mode
+    0600), so the snapshot process's own user may not open it. No request runs while
+    this is called: at the checkpoint, or once the request's processes are gone.
+    """
+    with identity.acting_as_function():
+        return os.open(f"/proc/self/fd/{fd}", flags)
+
+
 def refill_pipe(s: Saved) -> None:
     if not s.content:
         return
-    w = os.open(f"/proc/self/fd/{s.fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    w = reopen(s.fd, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         view = memoryview(s.content)
         while view:
@@ -195,7 +207,7 @@ def _save_file_content(s: Saved, st: os.stat_result) -> None:
         s.unrestorable = f"a file no path reaches holds {st.st_size} bytes"
         return
     if s.flags & os.O_ACCMODE == os.O_WRONLY:
-        fd = os.open(f"/proc/self/fd/{s.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        fd = reopen(s.fd, os.O_RDONLY | os.O_CLOEXEC)
     else:
         fd = os.dup(s.fd)
     try:
