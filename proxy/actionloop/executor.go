@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -137,47 +138,43 @@ type Executor struct {
 // StartExecutor starts the launcher described by spec and, per the
 // protocol, waits for its ack or for it to survive 5 ms.
 func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, error) {
+	// Everything opened so far is closed again if a later step fails.
+	var opened []io.Closer
+	fail := func(err error) (*Executor, error) {
+		for _, c := range opened {
+			c.Close()
+		}
+		return nil, err
+	}
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
+	opened = append(opened, inR, inW)
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		inR.Close()
-		inW.Close()
-		return nil, err
+		return fail(err)
 	}
+	opened = append(opened, outR, outW)
 	logs, err := newLogRelays(spec.Stdout, spec.Stderr)
 	if err != nil {
-		inR.Close()
-		inW.Close()
-		outR.Close()
-		outW.Close()
-		return nil, err
+		return fail(err)
 	}
+	opened = append(opened, logs)
 	files := []*os.File{inR, logs.writer(0, spec.Stdout), logs.writer(1, spec.Stderr), outW}
 	if spec.Sidecar != "" {
 		sc, err := dialSidecar(spec.Sidecar)
 		if err != nil {
-			inR.Close()
-			inW.Close()
-			outR.Close()
-			outW.Close()
-			logs.Close()
-			return nil, err
+			return fail(err)
 		}
 		defer sc.Close()
 		files = append(files, sc)
 	}
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		inR.Close()
-		inW.Close()
-		outR.Close()
-		outW.Close()
-		logs.Close()
-		return nil, err
+		return fail(err)
 	}
+	opened = append(opened, statusR)
 	env := withStatusFD(spec.Env, len(files))
 	files = append(files, statusW)
 	child, err := r.Start(ProcSpec{
@@ -193,11 +190,7 @@ func StartExecutor(r *Reaper, spec LaunchSpec, grace time.Duration) (*Executor, 
 	outW.Close()
 	statusW.Close()
 	if err != nil {
-		inW.Close()
-		outR.Close()
-		statusR.Close()
-		logs.Close()
-		return nil, err
+		return fail(err) // closing the ends closed above again is harmless
 	}
 	e := &Executor{child: child, stdin: inW, out: outR, logs: logs, lines: make(chan lineResult), quit: make(chan struct{}), statusDone: make(chan struct{})}
 	go e.readLines()

@@ -203,11 +203,12 @@ func (ls logRelays) Sync() (midLine [2]bool) {
 	return midLine
 }
 
-// Close closes every relay.
-func (ls logRelays) Close() {
+// Close closes every relay (an io.Closer, so it can join a cleanup list).
+func (ls logRelays) Close() error {
 	for _, l := range ls {
 		if l != nil {
 			l.Close()
 		}
 	}
+	return nil
 }
