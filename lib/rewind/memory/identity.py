@@ -43,7 +43,7 @@ from rewind.memory.signaller import Signaller, send_direct
 from rewind.request.errors import FailClosed
 
 ENV = "REWIND_FUNCTION_IDS"  # "uid:gid" of the function user, set by the proxy only
-KILL_TIMEOUT_S = 5.0  # as fork.KILL_TIMEOUT_S: leftovers that outlive it fail closed
+KILL_TIMEOUT_S = 5.0  # leftovers of a request that outlive it fail closed
 
 # Signals the snapshot process must keep: SIGCHLD (it waits for its request processes by
 # pid, which SIG_IGN would break), SIGTERM (the proxy's way to stop it; only root and the
@@ -271,14 +271,29 @@ def freeze(worker: int, children: Callable[[], list[int]], timeout: float = 1.0)
             os.sched_yield()  # it stops within microseconds unless it is stuck
         else:
             time.sleep(0.0005)
-    limit = time.monotonic() + KILL_TIMEOUT_S
+    kill_leftovers(children, keep=worker)
+    return True
+
+
+def kill_leftovers(
+    children: Callable[[], list[int]], keep: int | None = None, timeout: float = KILL_TIMEOUT_S
+) -> int:
+    """SIGKILL and reap what ``children`` lists but ``keep`` and the signaller, until none
+    is left (grandchildren re-parent as their parents die); return how many were killed.
+
+    Reaping is by pid: ``waitpid(-1)`` would also consume a ptrace stop of the kept
+    process. Leftovers that outlive ``timeout`` fail closed.
+    """
+    killed = 0
+    limit = time.monotonic() + timeout
     while True:
-        pids = [p for p in children() if p not in (worker, signaller_pid())]
+        pids = [p for p in children() if p not in (keep, signaller_pid())]
         if not pids:
-            return True
+            return killed
         if time.monotonic() > limit:
             raise FailClosed(f"processes {pids} left by a request could not be killed")
         send_signal(pids, signal.SIGKILL)
+        killed += len(pids)
         for pid in pids:
             try:
                 os.waitpid(pid, os.WNOHANG)

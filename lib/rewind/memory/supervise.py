@@ -11,7 +11,6 @@ import mmap
 import os
 import select
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,10 +19,9 @@ from rewind.memory.base import exited_line
 from rewind.memory.child import READING, TOOK
 from rewind.request import errors
 from rewind.request.action import error_line
-from rewind.request.errors import FailClosed
 
 # How long descendants of a finished request may take to die before we fail closed.
-KILL_TIMEOUT_S = 5.0
+KILL_TIMEOUT_S = identity.KILL_TIMEOUT_S
 
 
 @dataclass
@@ -70,22 +68,7 @@ def kill_descendants(
     Grandchildren re-parent as their parents die, so loop until none is left. Reaping is
     by pid: ``waitpid(-1)`` would also consume a ptrace stop of the kept process.
     """
-    killed = 0
-    limit = time.monotonic() + timeout
-    while True:
-        pids = [p for p in children() if p not in (keep, identity.signaller_pid())]
-        if not pids:
-            return killed
-        if time.monotonic() > limit:
-            raise FailClosed(f"processes {pids} left by a request could not be killed")
-        identity.send_signal(pids, signal.SIGKILL)
-        killed += len(pids)
-        for pid in pids:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        time.sleep(0.0005)
+    return identity.kill_leftovers(children, keep=keep, timeout=timeout)
 
 
 TIMED_OUT = "The action exceeded its deadline and was stopped."
