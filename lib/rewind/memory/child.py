@@ -21,12 +21,12 @@ from rewind.memory import identity, keyrings, prefault, sysapi
 from rewind.request import errors
 from rewind.request.action import (
     ActionMain,
-    deadline_of,
+    deadline_in,
     encode_result,
     export_context,
     flush_logs,
     parse_request,
-    run_request,
+    run_parsed,
 )
 from rewind.request.protocol import LineReader, write_all
 
@@ -101,7 +101,7 @@ def prewarm() -> None:
     if request is not None:
         export_context(request, scratch)
     encode_result({"k": [1, "v", 1.5, None, True]})
-    encode_started(deadline_of(b'{"deadline": "1"}'))
+    encode_started(deadline_in(request))
 
 
 def serve_one(
@@ -150,17 +150,19 @@ def _serve(
         return errors.CHILD_STDIN_EOF
     os.write(status_fd, TOOK)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    write_all(status_fd, encode_started(deadline_of(line), faults))
+    parsed = parse_request(line)  # once, for the deadline and for the action
+    del line
+    write_all(status_fd, encode_started(deadline_in(parsed[0]), faults))
     os.close(status_fd)
     # The action gets no handle on the request stream: the next request is not ours.
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
     try:
-        out = run_request(main, line)
+        out = run_parsed(main, parsed)
     except (SystemExit, KeyboardInterrupt):
         return errors.CHILD_ACTION_EXITED
-    del line
+    del parsed
     write_all(memfd, out)
     if learn_fd is not None:
         try:

@@ -54,7 +54,7 @@ from rewind.memory.supervise import (
     poll_readable,
 )
 from rewind.request import errors
-from rewind.request.action import deadline_of, flush_logs, run_request
+from rewind.request.action import deadline_in, flush_logs, parse_request, run_parsed
 from rewind.request.errors import EXIT_OK, FailClosed
 from rewind.request.protocol import write_all
 
@@ -126,13 +126,15 @@ def worker_main(
             _exit(errors.CHILD_STDIN_EOF)
         os.write(status_w, TOOK)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        write_all(status_w, _pad_started(encode_started(deadline_of(line), faults)))
+        parsed = parse_request(line)  # once, for the deadline and for the action
+        del line
+        write_all(status_w, _pad_started(encode_started(deadline_in(parsed[0]), faults)))
         try:
-            out = run_request(ctx.main, line)
+            out = run_parsed(ctx.main, parsed)
             marker = b"D"
         except (SystemExit, KeyboardInterrupt):
             out, marker = b"", b"X"
-        del line
+        del parsed
         write_all(memfd, out)
         flush_logs()
         os.write(status_w, marker)

@@ -137,9 +137,17 @@ def flush_logs() -> None:
             pass
 
 
+Parsed = tuple[dict[str, Any] | None, bytes | None]  # parse_request's answer
+
+
 def run_request(main: ActionMain, line: bytes) -> bytes:
     """Run one request line through ``main``; return the result line (with newline)."""
-    request, err = parse_request(line)
+    return run_parsed(main, parse_request(line))
+
+
+def run_parsed(main: ActionMain, parsed: Parsed) -> bytes:
+    """``run_request`` for a line parse_request has decoded already (parse once)."""
+    request, err = parsed
     if request is None:
         assert err is not None
         return err
@@ -167,7 +175,11 @@ def deadline_of(line: bytes, now: float | None = None) -> float | None:
     (NaN, infinities, text, objects, booleans, nesting too deep to parse) or lies further
     ahead than ``poll`` can wait is treated as absent, never as an error.
     """
-    request, _ = parse_request(line)
+    return deadline_in(parse_request(line)[0], now)
+
+
+def deadline_in(request: dict[str, Any] | None, now: float | None = None) -> float | None:
+    """``deadline_of`` for a request parse_request has decoded already (parse once)."""
     if request is None:
         return None
     raw = request.get("deadline")
