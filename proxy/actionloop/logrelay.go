@@ -5,19 +5,20 @@
 // shift every later activation's log by one, so the launcher writes into a
 // pipe, and a relay copies it to the proxy's stream with every sentinel the
 // action printed escaped. Before the proxy writes its own sentinels it syncs
-// the relay: it writes a random marker into the same pipe and waits until
-// the relay has copied everything in front of it, which includes all the
-// action printed before its reply.
+// the relay: every read of the pipe happens under the relay's lock, so once
+// the sync holds the lock and finds the pipe empty, everything the action
+// printed before its reply is out. An empty pipe, the usual case, costs one
+// ioctl.
 
 package actionloop
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 // EscapedSentinel replaces a sentinel printed by the action.
@@ -26,10 +27,8 @@ const EscapedSentinel = "XXX-THE-END-OF-A-WHISK-ACTIVATION-XXX"
 const (
 	// relayHold bounds a line held back while waiting for its newline;
 	// longer lines are copied in pieces (keeping a tail that could still
-	// become a sentinel or a marker).
+	// become a sentinel).
 	relayHold = 1 << 20
-	// syncWait bounds a sync: the real stream may be slow, never stuck.
-	syncWait = 5 * time.Second
 	// drainWait bounds the wait for a stopped launcher's last output.
 	drainWait = time.Second
 )
@@ -40,12 +39,12 @@ var sentinelBytes = []byte(Sentinel)
 type logRelay struct {
 	out *os.File // the proxy's stream
 	r   *os.File // our read end
-	w   *os.File // the write end: the launcher gets it, we write sync markers
+	w   *os.File // the write end, which the launcher gets
 
-	mu      sync.Mutex // serialises syncs and Close
-	midLine bool       // the last byte copied was not a newline (copy goroutine's)
-	marker  chan []byte
-	synced  chan struct{}
+	mu      sync.Mutex   // held across every read of r and what it copies
+	buf     bytes.Buffer // bytes read but not yet copied (a partial line)
+	chunk   []byte
+	midLine bool // the last byte copied was not a newline
 	drained chan struct{}
 }
 
@@ -55,54 +54,79 @@ func newLogRelay(out *os.File) (*logRelay, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &logRelay{
-		out: out, r: r, w: w,
-		marker:  make(chan []byte, 1),
-		synced:  make(chan struct{}, 1),
-		drained: make(chan struct{}),
-	}
+	l := &logRelay{out: out, r: r, w: w, chunk: make([]byte, 64<<10), drained: make(chan struct{})}
 	go l.copy()
 	return l, nil
 }
 
-// copy is the relay's only reader.
+// copy is the relay's reader: it waits for data outside the lock and reads
+// and copies it under the lock, so a sync never misses bytes in flight.
 func (l *logRelay) copy() {
 	defer close(l.drained)
-	var buf bytes.Buffer
-	chunk := make([]byte, 64<<10)
-	var want []byte
-	for {
-		n, err := l.r.Read(chunk)
-		buf.Write(chunk[:n])
-		for {
-			if want == nil {
-				select {
-				case want = <-l.marker:
-				default:
-				}
+	raw, err := l.r.SyscallConn()
+	if err != nil {
+		return
+	}
+	done := false
+	for !done {
+		rerr := raw.Read(func(fd uintptr) bool {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			n, err := syscall.Read(int(fd), l.chunk)
+			if err == syscall.EAGAIN {
+				return false // wait for the poller
 			}
-			nl := bytes.IndexByte(buf.Bytes(), '\n')
-			if nl < 0 {
-				break
+			if n <= 0 {
+				done = true
+				l.flush(true)
+				return true
 			}
-			line := buf.Next(nl + 1)
-			if want != nil && bytes.HasSuffix(line, want) {
-				// What precedes the marker is a partial line of the action's.
-				l.write(line[:len(line)-len(want)])
-				want = nil
-				l.synced <- struct{}{}
-			} else {
-				l.write(line)
-			}
-		}
-		if keep := len(sentinelBytes) + 64; buf.Len() > relayHold {
-			l.write(buf.Next(buf.Len() - keep))
-		}
-		if err != nil {
-			l.write(buf.Bytes())
+			l.take(l.chunk[:n])
+			return true
+		})
+		if rerr != nil {
+			l.mu.Lock()
+			l.flush(true)
+			l.mu.Unlock()
 			return
 		}
 	}
+}
+
+// take copies the complete lines of p (and of what was held back) under the
+// lock; a partial line is held back unless it grows past relayHold.
+func (l *logRelay) take(p []byte) {
+	l.buf.Write(p)
+	if nl := bytes.LastIndexByte(l.buf.Bytes(), '\n'); nl >= 0 {
+		l.write(l.buf.Next(nl + 1))
+	}
+	if l.buf.Len() > relayHold {
+		l.write(l.buf.Next(l.buf.Len() - holdBack(l.buf.Bytes())))
+	}
+}
+
+// flush copies what is held back: everything at the end (final), else all
+// but a tail that could still become a sentinel with the bytes to come.
+func (l *logRelay) flush(final bool) {
+	keep := 0
+	if !final {
+		keep = holdBack(l.buf.Bytes())
+	}
+	l.write(l.buf.Next(l.buf.Len() - keep))
+}
+
+// holdBack is how many trailing bytes of b could still become a sentinel
+// with the bytes to come: a proper prefix of it after b's last whole one.
+func holdBack(b []byte) int {
+	if i := bytes.LastIndex(b, sentinelBytes); i >= 0 {
+		b = b[i+len(sentinelBytes):]
+	}
+	for k := len(sentinelBytes) - 1; k > 0; k-- {
+		if k <= len(b) && bytes.HasSuffix(b, sentinelBytes[:k]) {
+			return k
+		}
+	}
+	return 0
 }
 
 // write copies p to the stream with the action's sentinels escaped.
@@ -118,44 +142,42 @@ func (l *logRelay) write(p []byte) {
 }
 
 // Sync returns once everything written into the pipe before the call has
-// been copied to the stream (or after syncWait), and whether the stream
-// now ends in the middle of a line.
+// been copied to the stream, and whether the stream now ends mid-line.
 func (l *logRelay) Sync() (midLine bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	nonce := make([]byte, 16)
-	if _, err := rand.Read(nonce); err != nil {
-		return false
-	}
-	marker := []byte("\x00rewind-sync-" + hex.EncodeToString(nonce) + "\n")
-	select { // what an earlier sync that timed out left behind
-	case <-l.marker:
-	default:
-	}
-	select {
-	case <-l.synced:
-	default:
-	}
-	l.marker <- marker
-	if _, err := l.w.Write(marker); err != nil {
-		<-l.marker
-		return false
-	}
-	select {
-	case <-l.synced: // sent after the copy goroutine's last write
+	raw, err := l.r.SyscallConn()
+	if err != nil {
 		return l.midLine
-	case <-l.drained:
-		return l.midLine
-	case <-time.After(syncWait):
-		return false
 	}
+	for {
+		var n int
+		if raw.Control(func(fd uintptr) { n = pending(fd) }) != nil || n <= 0 {
+			break
+		}
+		var got int
+		_ = raw.Control(func(fd uintptr) { got, _ = syscall.Read(int(fd), l.chunk) })
+		if got <= 0 {
+			break
+		}
+		l.take(l.chunk[:got])
+	}
+	l.flush(false) // a partial line of the action's goes before the proxy's sentinel
+	return l.midLine
+}
+
+// pending is FIONREAD: the bytes waiting in a pipe.
+func pending(fd uintptr) int {
+	var n int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&n))); e != 0 {
+		return -1
+	}
+	return int(n)
 }
 
 // Close waits (briefly) for the launcher's last output, then releases the
 // pipe: the relay ends when every writer is gone.
 func (l *logRelay) Close() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.w.Close()
 	select {
 	case <-l.drained:

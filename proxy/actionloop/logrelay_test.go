@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // relayTo starts a relay into a temporary file and returns both.
@@ -72,9 +73,12 @@ func TestALineLongerThanTheHoldIsCopiedWhole(t *testing.T) {
 	l, out := relayTo(t)
 	long := strings.Repeat("x", 3*relayHold) + Sentinel + "\n"
 	go func() { _, _ = l.w.WriteString(long) }()
-	l.Sync()
-	for i := 0; i < 100 && len(contents(t, out)) < len(long); i++ {
+	// The writer runs on its own: sync until it has written everything.
+	for limit := time.Now().Add(5 * time.Second); time.Now().Before(limit); time.Sleep(5 * time.Millisecond) {
 		l.Sync()
+		if len(contents(t, out)) >= len(long) {
+			break
+		}
 	}
 	got := contents(t, out)
 	if got != strings.Repeat("x", 3*relayHold)+EscapedSentinel+"\n" {
@@ -89,6 +93,27 @@ func TestCloseKeepsTheLastWords(t *testing.T) {
 	}
 	l.Close()
 	if got := contents(t, out); got != "last words\n" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// A sync between the two halves of a printed sentinel holds the first half
+// back, so the sentinel is still escaped once whole.
+func TestASentinelSplitAcrossASyncIsStillEscaped(t *testing.T) {
+	l, out := relayTo(t)
+	half := len(Sentinel) / 2
+	if _, err := l.w.WriteString("a " + Sentinel[:half]); err != nil {
+		t.Fatal(err)
+	}
+	l.Sync()
+	if got := contents(t, out); got != "a " {
+		t.Fatalf("after the first half: %q", got)
+	}
+	if _, err := l.w.WriteString(Sentinel[half:] + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	l.Sync()
+	if got := contents(t, out); got != "a "+EscapedSentinel+"\n" {
 		t.Fatalf("got %q", got)
 	}
 }
